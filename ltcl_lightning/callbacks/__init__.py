@@ -1,0 +1,3 @@
+from ltcl_lightning.callbacks.summary import LongTailSummary
+
+__all__ = ["LongTailSummary"]

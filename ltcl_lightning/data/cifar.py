@@ -1,0 +1,176 @@
+"""CIFAR-10-LT and CIFAR-100-LT from the standard CIFAR python archives (torchvision's format).
+
+Two ways to make the training set long-tailed (spec data_and_eval.md section 1):
+``imbalance_factor`` (the LDAM-DRW seeded construction, exact counts) or ``split_file`` (a
+published ``.npy`` subset such as ``split1_D_i.npy`` of SDCLR/BCL). The test set is the balanced
+10,000-image CIFAR test set.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from typing import Literal, Sequence
+
+import numpy as np
+from lightning.pytorch.utilities import rank_zero_info
+from torchvision import datasets
+
+from ltcl_lightning.data.base import IndexedDataset, LongTailDataModule
+from ltcl_lightning.data.longtail import class_counts_from_profile, load_index_file, select_longtail_indices
+from ltcl_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, View
+
+_FILES = {
+    10: ("cifar-10-batches-py", ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch", "batches.meta"], "cifar-10-python.tar.gz"),
+    100: ("cifar-100-python", ["train", "test", "meta"], "cifar-100-python.tar.gz"),
+}
+
+
+def _without_md5(cls: type) -> type:
+    """torchvision's CIFAR reader with its md5 check switched off (md5=None: existence only).
+
+    The datamodule checks the archive's presence itself with a clear message; skipping the
+    md5 lets archives written in the same format (test fixtures, re-packed copies) load too.
+    """
+    attrs = {
+        "train_list": [[name, None] for name, _ in cls.train_list],
+        "test_list": [[name, None] for name, _ in cls.test_list],
+        "meta": {**cls.meta, "md5": None},
+    }
+    return type(cls.__name__ + "Files", (cls,), attrs)
+
+
+_CIFAR10Files = _without_md5(datasets.CIFAR10)
+_CIFAR100Files = _without_md5(datasets.CIFAR100)
+
+
+class _CIFARLTDataModule(LongTailDataModule):
+    num_classes: int
+    image_size = 32
+    _tv_class: type
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        imbalance_factor: float | None = 100.0,
+        profile: Literal["exp", "step"] = "exp",
+        split_file: str | None = None,
+        val_split_file: str | None = None,
+        subset_seed: int = 0,
+        download: bool = False,
+        batch_size: int = 256,
+        eval_batch_size: int | None = None,
+        num_workers: int = 4,
+        train_views: Sequence[View] = ("simclr", "simclr"),
+        eval_view: View = "eval",
+        mean: Sequence[float] | None = IMAGENET_MEAN,
+        std: Sequence[float] | None = IMAGENET_STD,
+        drop_last: bool = False,
+        persistent_workers: bool = False,
+        pin_memory: bool = True,
+        seed: int = 0,
+    ):
+        """
+        Args:
+            data_dir: folder holding the extracted archive (``cifar-100-python/`` or
+                ``cifar-10-batches-py/``), as torchvision's CIFAR datasets expect.
+            imbalance_factor: n_max / n_min of the exponential (or step) profile; 1 = balanced.
+            split_file: a published ``.npy`` subset of the 50,000 train images; when given it
+                defines the training set and ``imbalance_factor`` is not used.
+            val_split_file: validate on these train-set indices (e.g. ``valIdxList.npy``)
+                instead of the test set.
+            subset_seed: seed of the LDAM-DRW subset construction (0 as published).
+            download: let torchvision download the archive (needs network).
+        """
+        super().__init__(
+            batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
+            train_views=train_views, eval_view=eval_view, mean=mean, std=std, drop_last=drop_last,
+            persistent_workers=persistent_workers, pin_memory=pin_memory, seed=seed,
+        )
+        if split_file is None and imbalance_factor is None:
+            raise ValueError("pass imbalance_factor (e.g. 100) or split_file (a .npy subset)")
+        if split_file is None and not imbalance_factor >= 1:
+            raise ValueError(
+                f"imbalance_factor must be >= 1 (n_max / n_min; 1 = balanced), got {imbalance_factor}. "
+                "An imbalance ratio such as 0.01 is written as imbalance_factor=100."
+            )
+        self.data_dir = data_dir
+        self.imbalance_factor = imbalance_factor
+        self.profile = profile
+        self.split_file = split_file
+        self.val_split_file = val_split_file
+        self.subset_seed = subset_seed
+        self.download = download
+        if split_file is not None and imbalance_factor is not None:
+            rank_zero_info(f"split_file={split_file} defines the training set; imbalance_factor is not used")
+
+    # -- raw data ---------------------------------------------------------------------------
+    def _check_archive(self) -> None:
+        folder, files, archive = _FILES[self.num_classes]
+        root = os.path.join(self.data_dir, folder)
+        missing = [f for f in files if not os.path.isfile(os.path.join(root, f))]
+        if missing and not self.download:
+            raise FileNotFoundError(
+                f"CIFAR-{self.num_classes} not found: {root} is missing {missing}. Extract the python "
+                f"version of the archive ({archive}, from https://www.cs.toronto.edu/~kriz/cifar.html) "
+                f"into {os.path.abspath(self.data_dir)}, so that {root}/ holds {files}; or pass "
+                "download=True on a machine with network access."
+            )
+
+    def _tv(self, train: bool):
+        self._check_archive()
+        return self._tv_class(self.data_dir, train=train, download=self.download)
+
+    @cached_property
+    def _train_base(self):
+        return self._tv(True)
+
+    @cached_property
+    def _test_base(self):
+        return self._tv(False)
+
+    @cached_property
+    def train_indices(self) -> np.ndarray:
+        """Indices of the long-tailed training subset in the 50,000-image train set."""
+        labels = np.asarray(self._train_base.targets, dtype=np.int64)
+        if self.split_file is not None:
+            return load_index_file(self.split_file, len(labels))
+        counts = class_counts_from_profile(
+            self.num_classes, int(np.bincount(labels).max()), self.imbalance_factor, self.profile
+        )
+        return select_longtail_indices(labels, counts, seed=self.subset_seed)
+
+    def train_targets(self) -> np.ndarray:
+        return np.asarray(self._train_base.targets, dtype=np.int64)[self.train_indices]
+
+    def class_names_list(self) -> list[str]:
+        return list(self._train_base.classes)
+
+    def build_datasets(self, stage: str) -> dict:
+        out = {}
+        train_labels = np.asarray(self._train_base.targets)
+        if stage in ("fit",):
+            out["train"] = IndexedDataset(self._train_base, train_labels, self.train_transform(), self.train_indices)
+        if stage in ("fit", "validate"):
+            if self.val_split_file is not None:
+                val_idx = load_index_file(self.val_split_file, len(train_labels))
+                out["val"] = IndexedDataset(self._train_base, train_labels, self.eval_transform(), val_idx)
+            else:
+                out["val"] = IndexedDataset(self._test_base, self._test_base.targets, self.eval_transform())
+        if stage in ("test", "predict"):
+            out["test"] = IndexedDataset(self._test_base, self._test_base.targets, self.eval_transform())
+        return out
+
+
+class CIFAR10LTDataModule(_CIFARLTDataModule):
+    """CIFAR-10-LT (IF 100: 12,406 images, 5,000 ... 50)."""
+
+    num_classes = 10
+    _tv_class = _CIFAR10Files
+
+
+class CIFAR100LTDataModule(_CIFARLTDataModule):
+    """CIFAR-100-LT (IF 100: 10,847 images, 500 ... 5)."""
+
+    num_classes = 100
+    _tv_class = _CIFAR100Files

@@ -1,0 +1,136 @@
+"""Long-tail toolkit: imbalance profiles, seeded subset selection, Many/Medium/Few groups.
+
+Pure numpy / torch: no model, loss or Lightning import (see STYLE.md).
+Specification: ``shared/specs/data_and_eval.md`` sections 1 and 2.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+
+Profile = Literal["exp", "step"]
+Grouping = Literal["threshold", "thirds"]
+
+#: Group ids used everywhere (metrics, reports): 0 = Many/Major, 1 = Medium/Moderate, 2 = Few/Minor.
+GROUP_NAMES: tuple[str, str, str] = ("many", "medium", "few")
+
+
+def class_counts_from_profile(
+    num_classes: int,
+    n_max: int,
+    imbalance_factor: float,
+    profile: Profile = "exp",
+    step_fraction: float = 0.5,
+) -> list[int]:
+    """Per-class image counts, head (class 0) to tail.
+
+    exp:  ``n_i = floor(n_max * (1/IF) ** (i / (C - 1)))``
+    step: the first ``round(C * mu)`` classes keep ``n_max``, the rest get ``floor(n_max / IF)``.
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if n_max < 1:
+        raise ValueError(f"n_max must be >= 1, got {n_max}")
+    if not imbalance_factor >= 1:
+        raise ValueError(
+            f"imbalance_factor must be >= 1 (n_max / n_min; 1 = balanced), got {imbalance_factor}. "
+            "An imbalance ratio such as 0.01 is written as imbalance_factor=100."
+        )
+    if profile == "exp":
+        if num_classes == 1:
+            return [n_max]
+        return [
+            int(math.floor(n_max * (1.0 / imbalance_factor) ** (i / (num_classes - 1))))
+            for i in range(num_classes)
+        ]
+    if profile == "step":
+        n_head = int(round(num_classes * step_fraction))
+        return [n_max] * n_head + [int(math.floor(n_max / imbalance_factor))] * (num_classes - n_head)
+    raise ValueError(f"unknown profile {profile!r}: expected 'exp' or 'step'")
+
+
+def select_longtail_indices(
+    labels: Sequence[int] | np.ndarray, counts: Sequence[int], seed: int = 0
+) -> np.ndarray:
+    """The LDAM-DRW CIFAR-LT construction, index for index.
+
+    Equivalent to ``np.random.seed(seed)``, then for each class c in increasing order
+    ``idx = np.where(labels == c)[0]; np.random.shuffle(idx); keep idx[:n_c]``, but with a local
+    ``RandomState`` so the global numpy RNG is left alone.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.RandomState(seed)
+    selected = []
+    for c, n_c in enumerate(counts):
+        idx = np.where(labels == c)[0]
+        if len(idx) < n_c:
+            raise ValueError(f"class {c} has {len(idx)} images, the profile asks for {n_c}")
+        rng.shuffle(idx)
+        selected.append(idx[:n_c])
+    return np.concatenate(selected).astype(np.int64)
+
+
+def load_index_file(path: str, dataset_size: int) -> np.ndarray:
+    """Load and validate a published subset file (``split{k}_D_i.npy`` and friends)."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"split file {path!r} does not exist. Pass the path to a .npy index file such as "
+            "shared/splits/cifar100/split1_D_i.npy."
+        ) from None
+    except Exception as err:  # corrupt file, pickle, wrong format
+        raise ValueError(
+            f"split file {path!r} could not be read as a numpy .npy array ({err}). "
+            "Expected a 1-D int64 array of indices into the training set."
+        ) from None
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(
+            f"split file {path!r} holds an array of shape {arr.shape} and dtype {arr.dtype}; "
+            "expected a 1-D integer array of indices into the training set."
+        )
+    if arr.size == 0:
+        raise ValueError(f"split file {path!r} is empty")
+    bad = (arr < 0) | (arr >= dataset_size)
+    if bad.any():
+        raise ValueError(
+            f"split file {path!r} has {int(bad.sum())} indices outside [0, {dataset_size}) "
+            f"(first: {arr[bad][:5].tolist()}); is it a split for another dataset?"
+        )
+    uniq, counts = np.unique(arr, return_counts=True)
+    if len(uniq) != len(arr):
+        dup = uniq[counts > 1]
+        raise ValueError(
+            f"split file {path!r} repeats {len(dup)} indices (first: {dup[:5].tolist()}); "
+            "a subset must list every image at most once."
+        )
+    return arr.astype(np.int64)
+
+
+def class_groups(counts: Sequence[int] | torch.Tensor, grouping: Grouping = "threshold") -> torch.Tensor:
+    """Group id (0 Many, 1 Medium, 2 Few) of every class from its training count.
+
+    threshold (OLTR): Many > 100, Medium 20..100, Few < 20.
+    thirds (SDCLR/BCL): sort by count (ties by class index); Few/Minor = smallest floor(C/3),
+    Medium/Moderate = next floor(C/3), Many/Major = the rest (100 classes: 34/33/33).
+    """
+    counts_t = torch.as_tensor(counts, dtype=torch.long)
+    if grouping == "threshold":
+        groups = torch.full_like(counts_t, 1)
+        groups[counts_t > 100] = 0
+        groups[counts_t < 20] = 2
+        return groups
+    if grouping == "thirds":
+        c = len(counts_t)
+        third = c // 3
+        # ascending by count, ties by class index (stable sort on the counts)
+        order = torch.as_tensor(np.argsort(counts_t.numpy(), kind="stable"))
+        groups = torch.zeros_like(counts_t)
+        groups[order[:third]] = 2
+        groups[order[third : 2 * third]] = 1
+        return groups
+    raise ValueError(f"unknown grouping {grouping!r}: expected 'threshold' or 'thirds'")

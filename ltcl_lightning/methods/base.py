@@ -1,0 +1,205 @@
+"""``LongTailMethod``: the thin base every method file builds on.
+
+It owns the shared plumbing: the backbone, the optimiser and per-step schedule, the online
+linear probe (self-supervised methods), the long-tail evaluation (overall / Many / Medium / Few
+/ spread / per-class, last and best epoch) and the checks that the model and the data agree.
+A method implements :meth:`training_loss` (and, if supervised, :meth:`classify`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import lightning.pytorch as pl
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.optim import Optimizer
+
+from ltcl_lightning.data.longtail import GROUP_NAMES, Grouping, class_groups
+from ltcl_lightning.metrics import LongTailAccuracy
+from ltcl_lightning.modules.backbones import build_backbone
+from ltcl_lightning.optim.schedules import LRSchedule, WarmupCosine
+
+OptimizerCallable = Callable[[Iterable], Optimizer]
+
+
+def default_sgd(params: Iterable) -> Optimizer:
+    """SGD, lr 0.1, momentum 0.9, weight decay 5e-4 (override with ``optimizer=``)."""
+    return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
+
+
+class LongTailMethod(pl.LightningModule):
+    #: self-supervised methods evaluate through an online linear probe on detached features
+    uses_online_probe: bool = True
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet18_cifar",
+        class_counts: list[int] | None = None,
+        grouping: Grouping = "threshold",
+        optimizer: OptimizerCallable = default_sgd,
+        lr_schedule: LRSchedule | None = None,
+        probe_lr: float = 0.1,
+    ):
+        """
+        Args:
+            num_classes: number of classes (linked from the datamodule by the CLI).
+            backbone: backbone name (see ``modules.backbones.BACKBONES``).
+            class_counts: training images per class; taken from the datamodule at ``setup`` when
+                not given (the CLI links it). Needed for logit adjustment and the groups.
+            grouping: ``threshold`` (Many > 100, Few < 20) or ``thirds`` (SDCLR/BCL on CIFAR).
+            optimizer: a callable taking the parameter groups (``class_path: torch.optim.SGD``).
+            lr_schedule: stepped every iteration; default 10-epoch warm-up + cosine to 0.
+            probe_lr: learning rate of the online linear probe (no weight decay).
+        """
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.save_hyperparameters(ignore=["optimizer", "lr_schedule"])
+        self.num_classes = num_classes
+        self.grouping = grouping
+        self.optimizer_fn = optimizer
+        self.lr_schedule = lr_schedule if lr_schedule is not None else WarmupCosine(warmup_epochs=10)
+        self.probe_lr = probe_lr
+        self.backbone = self.build_backbone(backbone)
+        self.feat_dim: int = self.backbone.out_dim
+        counts = torch.zeros(num_classes, dtype=torch.long)
+        if class_counts is not None:
+            counts = self._check_counts(class_counts)
+        self.register_buffer("class_counts", counts)
+        # best-epoch tracking survives a resume (published ProCo / BalancedCL numbers are best-epoch)
+        self.register_buffer("best_val_acc", torch.tensor(-1.0))
+        self.probe = nn.Linear(self.feat_dim, num_classes) if self.uses_online_probe else None
+        self.last_eval: dict[str, dict[str, Any]] = {}
+
+    # ----- hooks for method files ----------------------------------------------------------
+    def build_backbone(self, name: str) -> nn.Module:
+        return build_backbone(name)
+
+    def training_loss(self, index: torch.Tensor, views: list[torch.Tensor], target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Return ``{'loss': ..., 'features': backbone features of views[0] (for the probe), ...}``;
+        other scalar entries are logged as ``train/<name>``."""
+        raise NotImplementedError
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Evaluation logits. Self-supervised methods: the online probe on backbone features."""
+        if self.probe is None:
+            raise NotImplementedError("supervised methods implement classify()")
+        return self.probe(self.backbone(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    # ----- data agreement ----------------------------------------------------------------------
+    def _check_counts(self, counts) -> torch.Tensor:
+        counts = torch.as_tensor(list(counts), dtype=torch.long)
+        if counts.numel() != self.num_classes:
+            raise ValueError(
+                f"class_counts has {counts.numel()} entries but num_classes is {self.num_classes}: "
+                "the model and the data disagree on the number of classes."
+            )
+        return counts
+
+    @property
+    def class_prior(self) -> torch.Tensor:
+        return self.class_counts.double() / self.class_counts.sum().clamp_min(1)
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "num_classes"):
+            if dm.num_classes != self.num_classes:
+                raise ValueError(
+                    f"num_classes={self.num_classes} but the datamodule {type(dm).__name__} has "
+                    f"{dm.num_classes} classes. Set model num_classes to {dm.num_classes} "
+                    "(the CLI links it from the data)."
+                )
+            if hasattr(dm, "class_counts") and stage == "fit":
+                data_counts = self._check_counts(dm.class_counts).to(self.class_counts.device)
+                if int(self.class_counts.sum()) == 0:
+                    self.class_counts.copy_(data_counts)
+                elif not torch.equal(self.class_counts, data_counts):
+                    raise ValueError(
+                        "class_counts given to the model differ from the datamodule's training counts "
+                        f"(model total {int(self.class_counts.sum())}, data total {int(data_counts.sum())}). "
+                        "Leave class_counts unset to take them from the data."
+                    )
+        if int(self.class_counts.sum()) == 0 and stage != "fit":
+            raise ValueError(
+                "class_counts are unknown: pass class_counts= (or a datamodule) so that Many / Medium / "
+                "Few groups can be formed."
+            )
+        groups = class_groups(self.class_counts.cpu(), self.grouping)
+        self.val_metric = LongTailAccuracy(self.num_classes, groups).to(self.device)
+        self.test_metric = LongTailAccuracy(self.num_classes, groups).to(self.device)
+
+    # ----- training ----------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        index, views, target = batch
+        out = self.training_loss(index, views, target)
+        loss = out["loss"]
+        bs = target.shape[0]
+        if self.probe is not None:
+            logits = self.probe(out["features"].detach())
+            probe_loss = F.cross_entropy(logits, target)
+            loss = loss + probe_loss
+            self.log("train/probe_loss", probe_loss, batch_size=bs)
+            self.log("train/probe_acc", (logits.argmax(1) == target).float().mean(), batch_size=bs)
+        for k, v in out.items():
+            if k != "features" and torch.is_tensor(v) and v.ndim == 0:
+                self.log(f"train/{k}", v.detach(), prog_bar=(k == "loss"), batch_size=bs)
+        return loss
+
+    # ----- evaluation ----------------------------------------------------------------------------
+    def _eval_step(self, batch, metric: LongTailAccuracy, prefix: str) -> None:
+        index, views, target = batch
+        logits = self.classify(views[0])
+        metric.update(index, logits, target)
+        self.log(f"{prefix}/loss", F.cross_entropy(logits.float(), target), batch_size=target.shape[0], sync_dist=True)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metric, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metric, "test")
+
+    def _log_eval(self, metric: LongTailAccuracy, prefix: str) -> dict[str, Any]:
+        res = metric.compute()
+        metric.reset()
+        scalars = {k: res[k] for k in ("acc", "mean_class_acc", *GROUP_NAMES, "group_std")}
+        for k, v in scalars.items():
+            self.log(f"{prefix}/{k}", float(v))
+        res["epoch"] = self.current_epoch
+        self.last_eval[prefix] = res
+        return res
+
+    def on_validation_epoch_end(self) -> None:
+        res = self._log_eval(self.val_metric, "val")
+        if self.trainer.sanity_checking:
+            return
+        if res["acc"] > float(self.best_val_acc):
+            self.best_val_acc.fill_(res["acc"])
+            self.last_eval["val_best"] = res
+        self.log("val/acc_best", float(self.best_val_acc))
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval(self.test_metric, "test")
+
+    # ----- optimisation -------------------------------------------------------------------------
+    def parameter_groups(self) -> list[dict]:
+        """The method's parameters, plus the probe in its own group (lr ``probe_lr``, no decay)."""
+        probe_ids = {id(p) for p in self.probe.parameters()} if self.probe is not None else set()
+        groups = [{"params": [p for p in self.parameters() if p.requires_grad and id(p) not in probe_ids]}]
+        if self.probe is not None:
+            groups.append({"params": list(self.probe.parameters()), "lr": self.probe_lr, "weight_decay": 0.0})
+        return groups
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_fn(self.parameter_groups())
+        trainer = self.trainer
+        max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
+        total = trainer.estimated_stepping_batches
+        steps_per_epoch = max(1, int(total // max_epochs)) if total != float("inf") else 1
+        scheduler = self.lr_schedule.build(optimizer, steps_per_epoch, max_epochs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,87 @@
+"""Long-tail evaluation: per-class accuracy, Many / Medium / Few, their spread.
+
+Spec: data_and_eval.md sections 2 and 3. Every evaluation image counts exactly once: the metric
+keeps ``(index, prediction, target)`` triples, gathers them from all ranks and drops the
+repeated indices that a distributed sampler pads with, so the numbers under DDP equal the
+single-process numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics import Metric
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_confusion_matrix
+from torchmetrics.utilities import dim_zero_cat
+
+from ltcl_lightning.data.longtail import GROUP_NAMES
+
+
+def summarize(per_class: torch.Tensor, support: torch.Tensor, groups: torch.Tensor) -> dict[str, float]:
+    """Group means of per-class accuracy (classes present in the evaluated labels only; an
+    empty group reports 0 as in the reference code) and the population std of the three group
+    means (the SSL papers' balancedness figure; groups that are empty are left out of it)."""
+    present = support > 0
+    out: dict[str, float] = {"mean_class_acc": float(per_class[present].mean()) if present.any() else 0.0}
+    means = []
+    for g, name in enumerate(GROUP_NAMES):
+        sel = present & (groups == g)
+        val = float(per_class[sel].mean()) if sel.any() else 0.0
+        out[name] = val
+        if sel.any():
+            means.append(val)
+    out["group_std"] = float(torch.tensor(means, dtype=torch.float64).std(unbiased=False)) if means else 0.0
+    return out
+
+
+class LongTailAccuracy(Metric):
+    """Overall top-1, per-class accuracy and group summaries, deduplicated by sample index."""
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int, groups: torch.Tensor, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.register_buffer("groups", torch.as_tensor(groups, dtype=torch.long).clone(), persistent=False)
+        self.add_state("index", default=[], dist_reduce_fx="cat")
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+
+    def update(self, index: torch.Tensor, preds: torch.Tensor, target: torch.Tensor) -> None:
+        if preds.ndim == 2:
+            preds = preds.argmax(1)
+        self.index.append(index.long())
+        self.preds.append(preds.long())
+        self.target.append(target.long())
+
+    def _deduplicated(self) -> tuple[torch.Tensor, torch.Tensor]:
+        index = dim_zero_cat(self.index)
+        preds = dim_zero_cat(self.preds)
+        target = dim_zero_cat(self.target)
+        if index.numel() == 0:
+            return preds, target
+        # keep the first occurrence of every index (distributed-sampler padding repeats some)
+        order = torch.argsort(index, stable=True)
+        index, preds, target = index[order], preds[order], target[order]
+        keep = torch.ones_like(index, dtype=torch.bool)
+        keep[1:] = index[1:] != index[:-1]
+        return preds[keep], target[keep]
+
+    def compute(self) -> dict[str, torch.Tensor | float]:
+        preds, target = self._deduplicated()
+        per_class = multiclass_accuracy(preds, target, self.num_classes, average=None)
+        support = torch.bincount(target, minlength=self.num_classes)
+        per_class = torch.where(support > 0, per_class, torch.zeros_like(per_class))
+        summary = summarize(per_class.cpu(), support.cpu(), self.groups.cpu())
+        out: dict[str, torch.Tensor | float] = {
+            "acc": float((preds == target).float().mean()) if target.numel() else 0.0,
+            **summary,
+            "per_class": per_class,
+            "support": support,
+            "num_samples": int(target.numel()),
+        }
+        return out
+
+    def confusion(self) -> torch.Tensor:
+        """(C, C) confusion counts (rows: true class) of the deduplicated predictions."""
+        preds, target = self._deduplicated()
+        return multiclass_confusion_matrix(preds, target, self.num_classes)

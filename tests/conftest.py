@@ -15,6 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LTCL_SHARED", REPO.parent / "shared"))
 SPLITS = SHARED / "splits"
 
+pytest_plugins = ["fixtures_images"]
+
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

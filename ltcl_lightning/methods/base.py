@@ -79,8 +79,12 @@ class LongTailMethod(pl.LightningModule):
         return build_backbone(name)
 
     def training_loss(self, index: torch.Tensor, views: list[torch.Tensor], target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Return ``{'loss': ..., 'features': backbone features of views[0] (for the probe), ...}``;
-        other scalar entries are logged as ``train/<name>``."""
+        """Return ``{'loss': ..., 'features': backbone features of views[0] (for the probe), ...}``.
+
+        Other scalar entries are logged as ``train/<name>``; other tensors (per-sample values
+        such as ``per_sample_loss``, shape (B,)) are detached and passed on in the step's
+        outputs (``outputs[name]`` in ``Callback.on_train_batch_end``, next to ``index`` and
+        ``target``)."""
         raise NotImplementedError
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,7 +139,7 @@ class LongTailMethod(pl.LightningModule):
         self.test_metric = LongTailAccuracy(self.num_classes, groups).to(self.device)
 
     # ----- training ----------------------------------------------------------------------------
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         index, views, target = batch
         out = self.training_loss(index, views, target)
         loss = out["loss"]
@@ -146,10 +150,22 @@ class LongTailMethod(pl.LightningModule):
             loss = loss + probe_loss
             self.log("train/probe_loss", probe_loss, batch_size=bs)
             self.log("train/probe_acc", (logits.argmax(1) == target).float().mean(), batch_size=bs)
+        step_out: dict[str, torch.Tensor] = {"loss": loss, "index": index, "target": target}
         for k, v in out.items():
-            if k != "features" and torch.is_tensor(v) and v.ndim == 0:
+            if k == "features" or not torch.is_tensor(v):
+                continue
+            if v.ndim == 0:
                 self.log(f"train/{k}", v.detach(), prog_bar=(k == "loss"), batch_size=bs)
-        return loss
+            else:  # per-sample values (e.g. BoostedCL's per_sample_loss) reach callbacks' outputs
+                step_out[k] = v.detach()
+        return step_out
+
+    def report_state(self) -> dict[str, Any]:
+        """Method-specific state shown once per epoch by the report callback. Conventions:
+        ``{'mask_density': {layer_name: float, ..., 'overall': float}}`` (SDCLR),
+        ``{'sample_weight': (N,) tensor, 'sample_target': (N,) tensor}`` (BoostedCL),
+        ``{'kappa': (C,) tensor}`` (ProCo). Default: nothing."""
+        return {}
 
     # ----- evaluation ----------------------------------------------------------------------------
     def _eval_step(self, batch, metric: LongTailAccuracy, prefix: str) -> None:

@@ -1,0 +1,141 @@
+"""Balanced supervised contrastive loss (BalSCL) of BalancedCL.
+
+Zhu, Wang, Chen, Chen, Jiang, "Balanced Contrastive Learning for Long-Tailed Visual
+Recognition", CVPR 2022 (called "BCL" there; not BoostedCL). Specification:
+``shared/specs/balanced_cl.md``.
+
+Items are the V*B view embeddings (the anchors) and the C class prototypes (items, never
+anchors). With n_k the number of items of class k in the batch (every view of every sample,
+plus the prototype, so n_k >= 1 for every class: "class-complement") and s_ab = <z_a, x_b> / T:
+
+    D_a = sum_{b != a} exp(s_ab) / w_ab,   w_ab = n_{y_b} - 1 if y_b = y_a else n_{y_b}
+    l_a = -(1 / |P(a)|) sum_{p in P(a)} (s_ap - log D_a),   P(a) = {b != a : y_b = y_a}
+
+("class-averaging": every class contributes the *mean* of its exp-similarities to the
+denominator, so a head class no longer outweighs a tail class there). The loss is the mean of
+l_a over the anchors.
+
+Distributed training: ``gather=False`` (default) computes the loss on this rank's batch only,
+which is what the official criterion does when run unchanged in each DDP process. Note that the
+official BalancedCL script itself trains with ``nn.DataParallel``, where the criterion sees the
+whole (global) batch of 256 (with per-GPU BatchNorm); ``gather=True`` reproduces that objective
+under DDP: the
+embeddings of all ranks are gathered with gradients (``utils.dist.gather(with_grad=True)``),
+the class counts n_k count the global batch, each rank's anchors are its local embeddings,
+and the mean over ranks (DDP's gradient averaging) equals the single-process loss on the
+concatenated batch, loss and gradient (tests/ddp/test_balanced_ddp.py).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+
+from ltcl_lightning.utils import dist
+
+Reduction = Literal["mean", "none"]
+
+
+def balanced_contrastive_loss(
+    views: Sequence[torch.Tensor],
+    labels: torch.Tensor,
+    prototypes: torch.Tensor | None = None,
+    temperature: float = 0.07,
+    reduction: Reduction = "mean",
+    gather: bool = False,
+) -> torch.Tensor:
+    """Balanced supervised contrastive loss (BalancedCL, CVPR 2022, "L_BalSCL").
+
+    Args:
+        views: V tensors of shape (B, p), one per contrastive view, rows L2-normalised (the
+            official code uses V = 2: views v2 and v3). Every view embedding is an anchor.
+        labels: (B,) class indices of the samples (each view carries its sample's label).
+        prototypes: (C, p) L2-normalised class prototypes, row k labelled k; items but not
+            anchors. ``None`` drops the class-complement (then n_k counts the views only).
+        temperature: T (0.07 in the official ImageNet-LT / iNaturalist recipes).
+        reduction: ``'mean'`` (mean over all V*B anchors) or ``'none'`` ((B,) per-sample mean
+            over the sample's V anchors).
+        gather: contrast against the embeddings of all ranks (class counts over the global
+            batch); default ``False`` = the local batch only (see the module docstring).
+
+    Returns:
+        The loss (scalar, or (B,) with ``reduction='none'``), in float32 at least.
+    """
+    views = list(views)
+    if len(views) == 0:
+        raise ValueError("balanced_contrastive_loss needs at least one view")
+    if len(views) < 2 and prototypes is None:
+        raise ValueError(
+            "with a single view and no prototypes an anchor whose class appears once has no positive; "
+            "pass 2 views (v2, v3) or the class prototypes"
+        )
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    b, p = views[0].shape
+    for v in views:
+        if v.shape != (b, p):
+            raise ValueError(f"all views must have shape {(b, p)}, got {tuple(v.shape)}")
+    if labels.shape != (b,):
+        raise ValueError(f"labels must have shape ({b},) to match the views, got {tuple(labels.shape)}")
+    num_classes = 0
+    if prototypes is not None:
+        if prototypes.ndim != 2 or prototypes.shape[1] != p:
+            raise ValueError(f"prototypes must have shape (C, {p}), got {tuple(prototypes.shape)}")
+        num_classes = prototypes.shape[0]
+        if b > 0 and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise ValueError(
+                f"labels must lie in [0, {num_classes}) (one prototype per class), got range "
+                f"[{int(labels.min())}, {int(labels.max())}]"
+            )
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"unknown reduction {reduction!r}; use 'mean' or 'none'")
+
+    # half precision would lose the 1/T = 14x amplified logits; compute in float32 at least
+    dtype = torch.promote_types(views[0].dtype, torch.float32)
+    views = [v.to(dtype) for v in views]
+    n_views = len(views)
+    device = views[0].device
+
+    if gather and dist.is_distributed():
+        offset = dist.rank_offset(b, device)
+        global_views = [dist.gather(v, with_grad=True) for v in views]
+        global_labels = dist.gather(labels)
+    else:
+        offset = 0
+        global_views = views
+        global_labels = labels
+    b_global = global_views[0].shape[0]
+
+    item_feats = list(global_views)
+    item_labels = [global_labels.repeat(n_views)]
+    if prototypes is not None:
+        item_feats.append(prototypes.to(dtype))
+        item_labels.append(torch.arange(num_classes, device=device, dtype=labels.dtype))
+    items = torch.cat(item_feats, 0)  # (V*Bg [+ C], p)
+    y_items = torch.cat(item_labels, 0)
+    anchors = torch.cat(views, 0)  # (V*B, p), view-major
+    y_anchor = labels.repeat(n_views)
+
+    # n_k over the (global) batch: all views + one prototype per class
+    counts = torch.bincount(y_items, minlength=num_classes).to(dtype)
+    same = y_anchor[:, None] == y_items[None, :]  # (V*B, N)
+    rows = torch.arange(n_views * b, device=device)
+    local = torch.arange(b, device=device) + offset
+    self_cols = torch.cat([local + v * b_global for v in range(n_views)])
+    self_mask = torch.zeros_like(same)
+    self_mask[rows, self_cols] = True
+    pos = same & ~self_mask
+
+    # class-averaging weights; w_ab >= 1 for every b != a (a and b both count towards n_{y_a})
+    w = counts[y_items][None, :] - same.to(dtype)
+    logits = anchors @ items.T / temperature
+    weighted = (logits - torch.log(w.clamp_min(1.0))).masked_fill(self_mask, float("-inf"))
+    log_denominator = torch.logsumexp(weighted, dim=1)  # log D_a
+
+    n_pos = pos.sum(1)  # >= 1: the other views of the sample, or the class prototype
+    loss_per_anchor = log_denominator - logits.masked_fill(~pos, 0.0).sum(1) / n_pos
+    per_sample = loss_per_anchor.view(n_views, b).mean(0)
+    if reduction == "none":
+        return per_sample
+    return per_sample.mean()

@@ -18,13 +18,19 @@ class LARS(Optimizer):
         if lr < 0:
             raise ValueError(f"lr must be >= 0, got {lr}")
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False)
-        params = list(params)
-        if exclude_bias_and_norm and params and not isinstance(params[0], dict):
-            # split plain tensors: 1-D tensors (biases, BN affine) are excluded
-            params = [
-                {"params": [p for p in params if p.ndim > 1]},
-                {"params": [p for p in params if p.ndim <= 1], "lars_exclude": True},
-            ]
+        groups = list(params)
+        if groups and not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        if exclude_bias_and_norm:
+            # 1-D tensors (biases, norm-layer affine parameters) skip adaptation and weight decay
+            split = []
+            for g in groups:
+                ps = list(g["params"])
+                rest = {k: v for k, v in g.items() if k != "params"}
+                split.append({**rest, "params": [p for p in ps if p.ndim > 1]})
+                split.append({**rest, "params": [p for p in ps if p.ndim <= 1], "lars_exclude": True})
+            groups = [g for g in split if g["params"]]
+        params = groups
         super().__init__(params, defaults)
 
     @torch.no_grad()

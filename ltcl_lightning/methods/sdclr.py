@@ -1,0 +1,152 @@
+"""SDCLR: Self-Damaging Contrastive Learning (Jiang, Chen, Mortazavi, Wang; ICML 2021,
+arXiv 2106.02990). Spec: ``shared/specs/sdclr.md``; reference ``VITA-Group/SDCLR`` (f1490fc).
+
+SimCLR where view 1 goes through the dense network and view 2 through a pruned copy of the
+same network (the "self-competitor"): every convolution weight is multiplied by a binary mask
+from global magnitude pruning (90 % on CIFAR, 30 % on ImageNet-100), recomputed from scratch
+at the start of every epoch (:class:`~ltcl_lightning.callbacks.pruning.MaskRepruning`, which
+this module adds itself). Each branch has its own batch-norm layers, in the backbone and in the
+projection head; all weights are shared. Loss: NT-Xent over the 2B projections
+``{dense(v1), pruned(v2)}``.
+
+Differences from the official code (deliberate):
+
+- One forward per branch and ONE backward. The reference runs the pruned branch twice (a no-grad
+  target pass, then two backward passes); the summed gradient is the same (verified bit-exact
+  in the spec, (d), and in ``tests/methods/test_sdclr.py``), one forward cheaper. Side effect:
+  the pruned BN running statistics are updated once per step, not twice.
+- Masks are registered persistent buffers: they are checkpointed, so a mid-epoch resume goes on
+  with the same mask (the reference recomputes it), and every rank holds rank 0's mask (the
+  reference's random pruning gives different masks per rank).
+- The threshold is found on the device with ``torch.kthvalue`` (reference: host copy + numpy
+  sort); the result is identical.
+- No random numbers are drawn when ``random_prune_ratio == 0`` (the reference advances the
+  global RNG by N draws per re-pruning); the random part uses its own seeded generator.
+- Evaluation (online probe, ``forward``, ``backbone(x)``) uses the dense branch with the dense
+  batch-norm; BoostedCL's in-training probe used the pruned one by accident.
+- ``head_layers=3`` is the official SDCLR head; ``2`` is the BoostedCL repository's SDCLR.
+- Input normalisation is the datamodule's (ImageNet mean/std as the reference's first layer).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ltcl_lightning.losses.contrastive import nt_xent_loss
+from ltcl_lightning.methods.base import LongTailMethod, OptimizerCallable
+from ltcl_lightning.modules.backbones import build_backbone
+from ltcl_lightning.modules.heads import ProjectionHead
+from ltcl_lightning.modules.pruning import (
+    PrunableNetwork,
+    _check_ratio,
+    broadcast_masks,
+    mask_densities,
+    prune_global,
+)
+
+
+def sdclr_sgd(params) -> torch.optim.Optimizer:
+    """The shipped SDCLR recipe: SGD lr 0.5, momentum 0.9, weight decay 1e-4 on every parameter."""
+    return torch.optim.SGD(params, lr=0.5, momentum=0.9, weight_decay=1e-4)
+
+
+class SDCLR(LongTailMethod):
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet18_cifar",
+        temperature: float = 0.2,
+        prune_ratio: float = 0.9,
+        random_prune_ratio: float = 0.0,
+        prune_seed: int = 0,
+        head_layers: int = 3,
+        proj_hidden_dim: int = 512,
+        proj_dim: int = 128,
+        optimizer: OptimizerCallable = sdclr_sgd,
+        **kwargs,
+    ):
+        """
+        Args:
+            temperature: NT-Xent temperature (0.2 CIFAR, 0.3 ImageNet-100).
+            prune_ratio: fraction of all convolution weights pruned in the self-competitor,
+                one global magnitude threshold (0.9 CIFAR, 0.3 ImageNet-100).
+            random_prune_ratio: part of ``prune_ratio`` pruned at random instead of by magnitude
+                (reference ``random_prune_percent``, 0 in every shipped recipe).
+            prune_seed: seed of the random part (combined with the epoch; same on every rank).
+            head_layers: 3 = official SDCLR head, 2 = BoostedCL repository's SDCLR.
+            proj_hidden_dim: head width (512 for ResNet-18, 2048 for ResNet-50 in the reference).
+            proj_dim: output width (128).
+            optimizer: default SGD lr 0.5, momentum 0.9, wd 1e-4.
+        """
+        _check_ratio("prune_ratio", prune_ratio)
+        if not 0.0 <= random_prune_ratio <= prune_ratio:
+            raise ValueError(f"random_prune_ratio must be in [0, prune_ratio={prune_ratio}], got {random_prune_ratio}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        super().__init__(num_classes, backbone, optimizer=optimizer, **kwargs)
+        self.temperature = temperature
+        self.prune_ratio = prune_ratio
+        self.random_prune_ratio = random_prune_ratio
+        self.prune_seed = prune_seed
+        self.projector = PrunableNetwork(
+            ProjectionHead(self.feat_dim, proj_hidden_dim, proj_dim, num_layers=head_layers)
+        )
+        # epoch whose start produced the current masks (-1: never); in the checkpoint, so that a
+        # resume never recomputes the masks of an epoch that already has them
+        self.register_buffer("mask_epoch", torch.tensor(-1, dtype=torch.long))
+
+    def build_backbone(self, name: str) -> PrunableNetwork:
+        return PrunableNetwork(build_backbone(name))
+
+    # ----- the two branches ------------------------------------------------------------------
+    def project(self, h: torch.Tensor, pruned: bool = False) -> torch.Tensor:
+        return F.normalize(self.projector(h, pruned=pruned), dim=1)
+
+    def training_loss(self, index, views, target) -> dict[str, torch.Tensor]:
+        if len(views) < 2:
+            raise ValueError(f"SDCLR needs 2 views per image, got {len(views)}: set train_views to two entries")
+        h1 = self.backbone(views[0])  # dense
+        h2 = self.backbone(views[1], pruned=True)
+        z1 = self.project(h1)
+        z2 = self.project(h2, pruned=True)
+        # (B,) mean of the two anchor directions of sample i; its mean is the NT-Xent over 2B anchors
+        per_sample = nt_xent_loss(z1, z2, self.temperature, reduction="none")
+        return {"loss": per_sample.mean(), "features": h1, "per_sample_loss": per_sample.detach()}
+
+    # ----- masks -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def recompute_masks(self, epoch: int) -> dict[str, float]:
+        """Global magnitude pruning of the backbone's convolutions from the current weights.
+
+        Every rank computes the same mask (identical weights, identically seeded random part);
+        the masks are then broadcast from rank 0 so that they agree whatever the DDP settings.
+        """
+        generator = None
+        if self.random_prune_ratio > 0:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(self.prune_seed * 1_000_003 + epoch)
+        stats = prune_global(self.backbone, self.prune_ratio, self.random_prune_ratio, generator)
+        broadcast_masks(self.backbone)
+        self.mask_epoch.fill_(epoch)
+        if self.random_prune_ratio > 0:  # after the broadcast the counts are rank 0's
+            stats["overall"] = mask_densities(self.backbone)["overall"]
+        return stats
+
+    def mask_densities(self) -> dict[str, float]:
+        return mask_densities(self.backbone.net)
+
+    def report_state(self) -> dict[str, Any]:
+        return {"mask_density": self.mask_densities()}
+
+    def configure_callbacks(self):
+        """Adds :class:`MaskRepruning` (every epoch) unless the trainer already has one, so the
+        masks cannot be forgotten; configure its period by listing it in ``trainer.callbacks``."""
+        from ltcl_lightning.callbacks.pruning import MaskRepruning
+
+        trainer = self._trainer
+        if trainer is not None and any(isinstance(c, MaskRepruning) for c in trainer.callbacks):
+            return []
+        return [MaskRepruning()]

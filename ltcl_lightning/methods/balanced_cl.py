@@ -1,0 +1,102 @@
+"""BalancedCL: Zhu, Wang, Chen, Chen, Jiang, "Balanced Contrastive Learning for Long-Tailed
+Visual Recognition", CVPR 2022 (called "BCL" in its paper; not BoostedCL). Official code:
+FlamieZhu/Balanced-Contrastive-Learning (ImageNet-LT, iNaturalist 2018). Spec:
+``shared/specs/balanced_cl.md``.
+
+On the shared two-branch step (``TwoBranchMethod``: one backbone forward over [v1; v2; v3],
+logit-adjusted CE on the classifier logits of v1, projections z2, z3 of v2, v3)::
+
+    c_k  = normalize(head_fc(w_k))             # class prototypes from the classifier weights
+    loss = alpha * LA_CE(logits, y) + beta * L_BalSCL([z2, z3], y, prototypes=c, T)
+
+``head_fc`` is a second MLP of the projector's shape (Linear -> BN -> ReLU -> Linear); its
+BatchNorm normalises over the C weight vectors. Gradients of L_BalSCL reach the classifier
+weights through the prototypes. alpha, beta = ``ce_weight``, ``contrastive_weight`` (official
+ImageNet-LT / iNat: 1.0, 0.35); T = 0.07.
+
+Differences from the official code:
+
+* Classifier weights as given to ``head_fc``: the official model feeds ``fc.weight.T``, which
+  is (C, d) for its cosine classifier (weight stored (d, C)) but (d, C) for ``nn.Linear``
+  (weight (C, d)), so the official linear-classifier path fails unless C = d. We always feed
+  the C class vectors (rows of (C, d)), raw (not normalised), in both cases.
+* Distributed training: the official script uses ``nn.DataParallel``, so its criterion sees the
+  whole batch; under DDP ``gather=True`` reproduces that (class counts over the global batch,
+  gradients through the gather), ``gather=False`` (default) keeps each rank's batch local.
+  ``head_fc``'s BatchNorm runs over all C prototypes on every rank, as on every DataParallel
+  replica.
+* CIFAR-LT: no official code; ``experiments/cifar100_lt/balanced_cl.yaml`` documents the
+  recipe we chose.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ltcl_lightning.losses.balanced import balanced_contrastive_loss
+from ltcl_lightning.methods.two_branch import TwoBranchMethod
+from ltcl_lightning.modules.heads import NormedLinear, ProjectionHead
+
+
+class BalancedCL(TwoBranchMethod):
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet32_cifar",
+        temperature: float = 0.07,
+        ce_weight: float = 1.0,
+        contrastive_weight: float = 0.35,
+        gather: bool = False,
+        proj_hidden_dim: int | None = 512,
+        proj_dim: int = 128,
+        **kwargs,
+    ):
+        """
+        Args:
+            temperature: T of the balanced contrastive loss (official 0.07).
+            ce_weight: alpha, weight of the logit-adjusted CE (official 1.0).
+            contrastive_weight: beta, weight of L_BalSCL (official 0.35).
+            gather: compute L_BalSCL over the batch of all ranks (see the module docstring);
+                default ``False``: each rank's batch alone.
+            proj_hidden_dim, proj_dim: shape of the projector and of ``head_fc`` (ImageNet-LT /
+                iNat: ``None`` (= backbone width 2048) and 1024).
+            **kwargs: ``TwoBranchMethod`` / ``LongTailMethod`` arguments (``cosine_classifier``,
+                ``logit_adjust_tau``, optimiser, schedule, ...).
+        """
+        if num_classes < 2:
+            # head_fc's BatchNorm normalises over the C prototypes: it needs C >= 2 in training
+            raise ValueError(f"BalancedCL needs num_classes >= 2 (head_fc normalises over classes), got {num_classes}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        super().__init__(
+            num_classes,
+            backbone,
+            proj_hidden_dim=proj_hidden_dim,
+            proj_dim=proj_dim,
+            ce_weight=ce_weight,
+            contrastive_weight=contrastive_weight,
+            **kwargs,
+        )
+        self.temperature = temperature
+        self.gather = gather
+        hidden = self.feat_dim if proj_hidden_dim is None else proj_hidden_dim
+        self.head_fc = ProjectionHead(self.feat_dim, hidden, proj_dim, num_layers=2, last_bn=False)
+
+    def class_weights(self) -> torch.Tensor:
+        """The classifier's weight vectors w_k as a (C, d) tensor (with gradient)."""
+        if isinstance(self.classifier, NormedLinear):
+            return self.classifier.weight.T  # stored (d, C)
+        if isinstance(self.classifier, nn.Linear):
+            return self.classifier.weight  # stored (C, d)
+        raise TypeError(f"BalancedCL does not know where {type(self.classifier).__name__} keeps its class weights")
+
+    def prototypes(self) -> torch.Tensor:
+        """c_k = normalize(head_fc(w_k)), (C, p) ("class-complement" items of L_BalSCL)."""
+        return F.normalize(self.head_fc(self.class_weights()), dim=1)
+
+    def contrastive_loss(self, z2, z3, target, h):
+        return balanced_contrastive_loss(
+            [z2, z3], target, self.prototypes(), temperature=self.temperature, gather=self.gather
+        )

@@ -1,0 +1,141 @@
+"""BalancedCL: the step computes alpha * LA-CE + beta * L_BalSCL with prototypes built from the
+classifier weights, the prototypes carry gradient into the classifier, and every config runs."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ltcl_lightning.losses.balanced import balanced_contrastive_loss
+from ltcl_lightning.losses.classification import logit_adjusted_cross_entropy
+from ltcl_lightning.methods.balanced_cl import BalancedCL
+
+REPO = Path(__file__).resolve().parents[2]
+COUNTS = [9, 5, 3, 2, 1]
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    return BalancedCL(len(COUNTS), backbone="tiny", class_counts=COUNTS, proj_hidden_dim=16, proj_dim=8, **kw)
+
+
+def _batch(b=6, size=8):
+    g = torch.Generator().manual_seed(1)
+    views = [torch.randn(b, 3, size, size, generator=g) for _ in range(3)]
+    target = torch.tensor([0, 0, 0, 1, 2, 4][:b])
+    return torch.arange(b), views, target
+
+
+@pytest.mark.parametrize("cosine", [False, True])
+def test_step_is_alpha_ce_plus_beta_balanced_loss(cosine):
+    model = _model(cosine_classifier=cosine, ce_weight=0.7, contrastive_weight=0.35, temperature=0.1)
+    model.train()
+    index, views, target = _batch()
+    out = model.training_loss(index, views, target)
+
+    # independent recomputation from the modules (same BatchNorm batch statistics: train mode)
+    b = target.shape[0]
+    h = model.backbone(torch.cat(views))
+    logits = model.classifier(h[:b])
+    ce = logit_adjusted_cross_entropy(logits, target, model.class_prior, 1.0)
+    z = F.normalize(model.projector(h), dim=1)
+    # class vectors w_k: rows of nn.Linear.weight (C, d); columns of NormedLinear.weight (d, C)
+    w = model.classifier.weight.T if cosine else model.classifier.weight
+    assert w.shape == (len(COUNTS), model.feat_dim)
+    protos = F.normalize(model.head_fc(w), dim=1)
+    con = balanced_contrastive_loss([z[b : 2 * b], z[2 * b :]], target, protos, 0.1)
+    torch.testing.assert_close(out["contrastive_loss"], con.detach())
+    torch.testing.assert_close(out["ce_loss"], ce.detach())
+    torch.testing.assert_close(out["loss"], 0.7 * ce + 0.35 * con)
+
+
+@pytest.mark.parametrize("cosine", [False, True])
+def test_prototypes_send_gradient_into_the_classifier_weights(cosine):
+    # with alpha = 0 the classifier is reached only through the prototypes c_k = normalize(head_fc(w_k))
+    model = _model(cosine_classifier=cosine, ce_weight=0.0, contrastive_weight=1.0)
+    model.train()
+    out = model.training_loss(*_batch())
+    out["loss"].backward()
+    gw = model.classifier.weight.grad
+    assert gw is not None and gw.abs().sum() > 0
+    # every class's weight vector gets gradient, including class 3, absent from the batch
+    per_class = (gw.T if cosine else gw).abs().sum(1)
+    assert (per_class > 0).all()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.head_fc.parameters() if p.ndim > 1)
+    # and the prototypes are what the loss uses: detaching them removes the classifier's gradient
+    model.zero_grad()
+    protos = model.prototypes().detach()
+    model.prototypes = lambda: protos  # type: ignore[method-assign]
+    model.training_loss(*_batch())["loss"].backward()
+    assert model.classifier.weight.grad is None or model.classifier.weight.grad.abs().sum() == 0
+
+
+def test_one_optimiser_step_trains(tmp_path):
+    import lightning.pytorch as pl
+
+    from ltcl_lightning.data.digits import DigitsLTDataModule
+
+    dm = DigitsLTDataModule(batch_size=32, train_views=["digits", "digits", "digits"])
+    model = BalancedCL(10, backbone="tiny", proj_hidden_dim=16, proj_dim=8)
+    before = model.classifier.weight.detach().clone()
+    head_before = model.head_fc[0].weight.detach().clone()
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, default_root_dir=tmp_path, fast_dev_run=True)
+    trainer.fit(model, dm)
+    assert not torch.equal(model.classifier.weight, before)
+    assert not torch.equal(model.head_fc[0].weight, head_before)
+    assert torch.isfinite(trainer.callback_metrics["train/contrastive_loss"])
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="num_classes >= 2"):
+        BalancedCL(1, backbone="tiny")
+    with pytest.raises(ValueError, match="temperature must be > 0, got -1"):
+        BalancedCL(3, backbone="tiny", temperature=-1)
+
+
+# ----- every config runs one step on generated data ----------------------------------------------
+def _cli(config: Path, data_args: list[str], tmp_path: Path):
+    from ltcl_lightning.cli import cli_main
+
+    cli_main([
+        "fit", "--config", str(config),
+        "--trainer.fast_dev_run=true", "--trainer.accelerator=cpu", "--trainer.devices=1",
+        "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}",
+        "--model.init_args.backbone=tiny", "--model.init_args.proj_hidden_dim=16", "--model.init_args.proj_dim=8",
+        "--data.init_args.batch_size=8", "--data.init_args.num_workers=0",
+        *data_args,
+    ])
+
+
+def test_cifar_config_runs_one_step(cifar100_dir, tmp_path):
+    _cli(REPO / "experiments/cifar100_lt/balanced_cl.yaml", [f"--data.init_args.data_dir={cifar100_dir}"], tmp_path)
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.parametrize(
+    "config, module, fixture",
+    [
+        ("experiments/imagenet_lt/balanced_cl_x50.yaml", "ltcl_lightning.data.imagenet", "imagenet_lt_folder"),
+        ("experiments/inat18/balanced_cl_r50.yaml", "ltcl_lightning.data.inaturalist", "inat_folder"),
+    ],
+)
+def test_large_scale_configs_run_one_step(config, module, fixture, request, tmp_path):
+    if not _has(module):
+        pytest.skip(f"{module} is not in this tree yet")
+    folder = request.getfixturevalue(fixture)
+    _cli(REPO / config, [
+        f"--data.init_args.data_dir={folder['data_dir']}",
+        f"--data.init_args.train_list={folder['train_list']}",
+        f"--data.init_args.val_list={folder['val_list']}",
+        f"--data.init_args.test_list={folder['test_list']}",
+        f"--data.init_args.num_classes={folder['num_classes']}",
+        f"--data.init_args.image_size={folder['image_size']}",
+    ], tmp_path)

@@ -1,0 +1,319 @@
+"""Long-tail figures without W&B: ``ltcl report RUN_DIR [RUN_DIR2]`` (or ``python -m ltcl_lightning.report``).
+
+Reads the per-class CSV that :class:`ltcl_lightning.callbacks.report.LongTailReport` writes
+(``per_class_<split>.csv``, one row per class and evaluation) and writes PNG figures:
+
+* ``per_class_<split>.png``: per-class accuracy with classes sorted by training count (head to
+  tail), coloured by Many / Medium / Few, training count on a log axis;
+* ``groups_<split>.png``: overall / Many / Medium / Few accuracy (one bar per run);
+* ``compare_<split>.png`` (two runs): both runs' per-class accuracy side by side, sorted by the
+  first run's training counts, and the per-class difference.
+
+Figures are drawn with matplotlib's object-oriented API on an Agg canvas, never through
+``pyplot``: the global backend of the caller (a notebook's inline backend, a GUI) stays as it is.
+Group numbers are recomputed from the per-class rows with :func:`ltcl_lightning.metrics.summarize`,
+the same function the evaluation uses, so the figures agree with the logged scalars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ltcl_lightning.data.longtail import GROUP_NAMES
+from ltcl_lightning.metrics import summarize
+
+#: Columns of the per-class CSV (one row per class per evaluation).
+PER_CLASS_COLUMNS = ("epoch", "step", "class_index", "class_name", "train_count", "group", "accuracy", "support")
+GROUP_LABELS = {"many": "Many", "medium": "Medium", "few": "Few"}
+GROUP_COLORS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
+#: Above this many classes per-class bars become points plus a moving average (8,142 bars are unreadable and slow).
+MAX_BARS = 200
+
+
+# ----- data ------------------------------------------------------------------------------------
+@dataclass
+class PerClass:
+    """Per-class results of one evaluation (arrays indexed by class index)."""
+
+    name: str
+    epoch: int
+    class_names: list[str]
+    train_count: np.ndarray
+    group: np.ndarray  # 0 many, 1 medium, 2 few
+    accuracy: np.ndarray
+    support: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.accuracy)
+
+    def order(self) -> np.ndarray:
+        """Class indices head to tail: training count descending, ties by class index."""
+        return np.lexsort((np.arange(self.num_classes), -self.train_count))
+
+    def summary(self) -> dict[str, float]:
+        out = summarize(torch.from_numpy(self.accuracy), torch.from_numpy(self.support), torch.from_numpy(self.group))
+        total = self.support.sum()
+        out["acc"] = float((self.accuracy * self.support).sum() / total) if total > 0 else 0.0
+        return out
+
+
+def write_per_class_rows(path: Path, rows: list[list]) -> None:
+    """Append rows (``PER_CLASS_COLUMNS`` order) to a per-class CSV, writing the header if new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists() or path.stat().st_size == 0
+    with open(path, "a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(PER_CLASS_COLUMNS)
+        w.writerows(rows)
+
+
+def read_per_class(path: Path, epoch: int | None = None, name: str | None = None) -> PerClass:
+    """The rows of one evaluation from a per-class CSV: the last one, or the one of ``epoch``."""
+    path = Path(path)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = set(PER_CLASS_COLUMNS) - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(
+                f"{path} is not a per-class CSV written by LongTailReport: missing columns {sorted(missing)} "
+                f"(expected {list(PER_CLASS_COLUMNS)})."
+            )
+        rows = list(reader)
+    if not rows:
+        raise ValueError(f"{path} has a header but no rows: no evaluation finished in this run.")
+    # a resumed or repeated evaluation appends; the last block of (epoch, step) is the latest one
+    keys = [(int(r["epoch"]), int(r["step"])) for r in rows]
+    if epoch is None:
+        key = keys[-1]
+    else:
+        cand = [k for k in keys if k[0] == epoch]
+        if not cand:
+            raise ValueError(f"{path} has no evaluation at epoch {epoch}; epochs present: {sorted({k[0] for k in keys})}")
+        key = cand[-1]
+    # take the last contiguous block with that key (an epoch evaluated twice keeps the newest)
+    end = max(i for i, k in enumerate(keys) if k == key) + 1
+    start = end
+    while start > 0 and keys[start - 1] == key:
+        start -= 1
+    block = rows[start:end]
+    c = len(block)
+    idx = np.array([int(r["class_index"]) for r in block])
+    if sorted(idx.tolist()) != list(range(c)):
+        raise ValueError(f"{path}: the evaluation at epoch {key[0]} does not list classes 0..{c - 1} exactly once")
+    inv = np.argsort(idx)
+    block = [block[i] for i in inv]
+    group_ids = {g: i for i, g in enumerate(GROUP_NAMES)}
+    return PerClass(
+        name=name or path.parent.name,
+        epoch=key[0],
+        class_names=[r["class_name"] for r in block],
+        train_count=np.array([int(r["train_count"]) for r in block], dtype=np.int64),
+        group=np.array([group_ids[r["group"]] for r in block], dtype=np.int64),
+        accuracy=np.array([float(r["accuracy"]) for r in block], dtype=np.float64),
+        support=np.array([int(r["support"]) for r in block], dtype=np.int64),
+    )
+
+
+def find_per_class_csv(run_dir: Path, split: str = "auto") -> Path:
+    """The per-class CSV of a run folder (searched recursively; the newest if several versions)."""
+    run_dir = Path(run_dir)
+    if run_dir.is_file():
+        return run_dir
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    splits = ["test", "val"] if split == "auto" else [split]
+    for s in splits:
+        found = sorted(run_dir.rglob(f"per_class_{s}.csv"), key=lambda p: p.stat().st_mtime)
+        if found:
+            if len(found) > 1:
+                print(f"{run_dir}: {len(found)} per_class_{s}.csv files, using the newest: {found[-1]}", file=sys.stderr)
+            return found[-1]
+    raise FileNotFoundError(
+        f"no per_class_{'/'.join(splits)}.csv under {run_dir}. Train with the LongTailReport callback "
+        "(add `--config experiments/logger/tensorboard.yaml` or the wandb one) so that the run writes it."
+    )
+
+
+# ----- figures ----------------------------------------------------------------------------------
+def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _per_class_axes(ax, pc: PerClass, order: np.ndarray, offset: float = 0.0, width: float = 0.8, label_prefix: str = "", alpha: float = 1.0):
+    x = np.arange(pc.num_classes)
+    acc = pc.accuracy[order]
+    grp = pc.group[order]
+    if pc.num_classes <= MAX_BARS:
+        for g, gname in enumerate(GROUP_NAMES):
+            sel = grp == g
+            if sel.any():
+                ax.bar(x[sel] + offset, acc[sel], width=width, color=GROUP_COLORS[gname], alpha=alpha,
+                       label=f"{label_prefix}{GROUP_LABELS[gname]} ({int(sel.sum())})")
+    else:
+        for g, gname in enumerate(GROUP_NAMES):
+            sel = grp == g
+            if sel.any():
+                ax.plot(x[sel], acc[sel], ".", ms=1.5, color=GROUP_COLORS[gname], alpha=0.4 * alpha,
+                        label=f"{label_prefix}{GROUP_LABELS[gname]} ({int(sel.sum())})")
+        k = max(5, pc.num_classes // 50)
+        smooth = np.convolve(acc, np.ones(k) / k, mode="valid")
+        ax.plot(np.arange(len(smooth)) + (k - 1) / 2, smooth, "-", color="black", lw=1.5, label=f"{label_prefix}moving mean ({k} classes)")
+
+
+def per_class_figure(pc: PerClass, title: str | None = None):
+    """Per-class accuracy, classes sorted by training count (head left, tail right)."""
+    order = pc.order()
+    fig, axes = _figure(min(16.0, 6.0 + 0.06 * min(pc.num_classes, MAX_BARS)), 4.5)
+    ax = axes[0, 0]
+    _per_class_axes(ax, pc, order)
+    ax.set_xlim(-1, pc.num_classes)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.set_xlabel("classes sorted by training count (head → tail)")
+    if pc.num_classes <= 30:
+        ax.set_xticks(np.arange(pc.num_classes), [pc.class_names[i] for i in order], rotation=90, fontsize=8)
+    ax2 = ax.twinx()
+    ax2.plot(np.arange(pc.num_classes), pc.train_count[order], color="gray", lw=1.2, label="training count")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("training images (log)")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="upper right", fontsize=8)
+    s = pc.summary()
+    ax.set_title(title or (
+        f"{pc.name} (epoch {pc.epoch}): overall {100 * s['acc']:.1f}, Many {100 * s['many']:.1f}, "
+        f"Medium {100 * s['medium']:.1f}, Few {100 * s['few']:.1f}"
+    ), fontsize=10)
+    return fig
+
+
+def groups_figure(runs: Sequence[PerClass]):
+    """Overall / Many / Medium / Few accuracy, one bar per run in each group."""
+    keys = ["acc", *GROUP_NAMES]
+    labels = ["Overall", "Many", "Medium", "Few"]
+    fig, axes = _figure(6.5, 4.0)
+    ax = axes[0, 0]
+    n = len(runs)
+    width = 0.8 / n
+    x = np.arange(len(keys))
+    for i, pc in enumerate(runs):
+        s = pc.summary()
+        vals = [100 * s[k] for k in keys]
+        bars = ax.bar(x + (i - (n - 1) / 2) * width, vals, width=width, label=f"{pc.name} (epoch {pc.epoch})")
+        for b, v in zip(bars, vals):
+            ax.annotate(f"{v:.1f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, labels)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=8)
+    ax.set_title("Long-tail groups (group = mean of per-class accuracies)", fontsize=10)
+    return fig
+
+
+def compare_figure(a: PerClass, b: PerClass):
+    """Two runs' per-class accuracy side by side (sorted by a's training counts) and b - a."""
+    if a.num_classes != b.num_classes:
+        raise ValueError(f"cannot compare runs with {a.num_classes} and {b.num_classes} classes")
+    if not np.array_equal(a.train_count, b.train_count):
+        print("warning: the two runs have different training counts; sorting by the first run's", file=sys.stderr)
+    order = a.order()
+    fig, axes = _figure(min(16.0, 7.0 + 0.08 * min(a.num_classes, MAX_BARS)), 7.0, nrows=2)
+    ax, axd = axes[0, 0], axes[1, 0]
+    x = np.arange(a.num_classes)
+    if a.num_classes <= MAX_BARS:
+        ax.bar(x - 0.2, a.accuracy[order], width=0.4, color="#1f77b4", label=a.name)
+        ax.bar(x + 0.2, b.accuracy[order], width=0.4, color="#ff7f0e", label=b.name)
+    else:
+        k = max(5, a.num_classes // 50)
+        for pc, col in ((a, "#1f77b4"), (b, "#ff7f0e")):
+            acc = pc.accuracy[order]
+            ax.plot(x, acc, ".", ms=1.5, color=col, alpha=0.3)
+            smooth = np.convolve(acc, np.ones(k) / k, mode="valid")
+            ax.plot(np.arange(len(smooth)) + (k - 1) / 2, smooth, "-", color=col, lw=1.5, label=f"{pc.name} (moving mean, {k})")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlim(-1, a.num_classes)
+    ax.set_ylabel("accuracy")
+    sa, sb = a.summary(), b.summary()
+    ax.set_title(
+        f"{a.name}: overall {100 * sa['acc']:.1f} / Few {100 * sa['few']:.1f}   vs   "
+        f"{b.name}: overall {100 * sb['acc']:.1f} / Few {100 * sb['few']:.1f}", fontsize=10)
+    ax.legend(fontsize=8, loc="upper right")
+    diff = (b.accuracy - a.accuracy)[order]
+    axd.bar(x, diff, width=1.0 if a.num_classes > MAX_BARS else 0.8, color=np.where(diff >= 0, "#2ca02c", "#d62728"))
+    axd.axhline(0, color="black", lw=0.8)
+    axd.set_xlim(-1, a.num_classes)
+    axd.set_ylabel(f"{b.name} − {a.name}")
+    axd.set_xlabel("classes sorted by training count (head → tail)")
+    if a.num_classes <= 30:
+        for axx in (ax, axd):
+            axx.set_xticks(x, [a.class_names[i] for i in order], rotation=90, fontsize=8)
+    return fig
+
+
+def save_png(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def write_report(run_dirs: Sequence[Path], out: Path | None = None, split: str = "auto", epoch: int | None = None,
+                 names: Sequence[str] | None = None) -> list[Path]:
+    """Write the figures for one run (or two, compared) and return their paths."""
+    if not 1 <= len(run_dirs) <= 2:
+        raise ValueError(f"give one run folder, or two to compare; got {len(run_dirs)}")
+    if names is not None and len(names) != len(run_dirs):
+        raise ValueError(f"--names needs one name per run ({len(run_dirs)}), got {len(names)}")
+    runs = []
+    for i, d in enumerate(run_dirs):
+        path = find_per_class_csv(Path(d), split)
+        label = names[i] if names else (Path(d).name or str(d))
+        runs.append(read_per_class(path, epoch=epoch, name=label))
+    split_name = find_per_class_csv(Path(run_dirs[0]), split).stem.removeprefix("per_class_")
+    out = Path(out) if out is not None else (Path(run_dirs[0]) if Path(run_dirs[0]).is_dir() else Path(run_dirs[0]).parent) / "report"
+    written = [save_png(per_class_figure(runs[0]), out / f"per_class_{split_name}.png")]
+    if len(runs) == 2:
+        written.append(save_png(per_class_figure(runs[1]), out / f"per_class_{split_name}_2.png"))
+        written.append(save_png(compare_figure(runs[0], runs[1]), out / f"compare_{split_name}.png"))
+    written.append(save_png(groups_figure(runs), out / f"groups_{split_name}.png"))
+    return written
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    p = argparse.ArgumentParser(
+        prog="ltcl report",
+        description="PNG figures of a finished run's per-class accuracy (from the per_class_<split>.csv "
+        "that the LongTailReport callback writes); with two runs, a side-by-side comparison.",
+    )
+    p.add_argument("runs", nargs="+", type=Path, help="run folder(s) (searched recursively) or per-class CSV file(s); one or two")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/report)")
+    p.add_argument("--split", choices=["auto", "val", "test"], default="auto", help="auto: test if present, else val")
+    p.add_argument("--epoch", type=int, default=None, help="evaluation epoch to plot (default: the last)")
+    p.add_argument("--names", nargs="+", default=None, help="labels for the runs (default: folder names)")
+    args = p.parse_args(argv)
+    if len(args.runs) > 2:
+        p.error(f"give one run folder, or two to compare; got {len(args.runs)}")
+    written = write_report(args.runs, args.out, args.split, args.epoch, args.names)
+    for w in written:
+        print(w)
+    return written
+
+
+if __name__ == "__main__":
+    main()

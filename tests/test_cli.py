@@ -1,0 +1,105 @@
+"""Every config in experiments/ is parsed and run for one step on generated real-format data;
+the quickstart runs to its table; W&B works offline through --trainer.logger."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ltcl_lightning.cli import cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p for p in (REPO / "experiments").rglob("*.yaml") if p.parent.name != "logger")
+
+# data class (module.Class suffix) -> fixture giving data paths for the one-step run
+_FIXTURE_BY_DATA = [
+    ("CIFAR100", "cifar100_dir"),
+    ("CIFAR10", "cifar10_dir"),
+    ("ImageNet100LT", "imagenet100_lt_folder"),
+    ("ImageNetLT", "imagenet_lt_folder"),
+    ("INaturalist2018", "inat_folder"),
+]
+
+
+def _overrides(cfg: dict, request, tmp_path) -> list[str]:
+    data_cls = cfg["data"]["class_path"]
+    args = [
+        "--trainer.fast_dev_run=true", "--trainer.accelerator=cpu", "--trainer.devices=1",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--data.init_args.batch_size=8", "--data.init_args.num_workers=0",
+    ]
+    init = cfg["model"].get("init_args", {})
+    if "backbone" in init:
+        args.append("--model.init_args.backbone=tiny")
+    for key, fixture in _FIXTURE_BY_DATA:
+        if key in data_cls.rsplit(".", 1)[-1]:
+            value = request.getfixturevalue(fixture)
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    if k in ("data_dir", "train_list", "val_list", "test_list", "train_json", "val_json", "num_classes"):
+                        if k in cfg["data"].get("init_args", {}) or k in ("data_dir", "num_classes"):
+                            args.append(f"--data.init_args.{k}={v}")
+                args.append("--data.init_args.image_size=32")
+            else:
+                args.append(f"--data.init_args.data_dir={value}")
+            break
+    return args
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[str(p.relative_to(REPO / "experiments")) for p in CONFIGS])
+def test_config_runs_one_step(config, request, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # split files are given relative to the repository root
+    cfg = yaml.safe_load(config.read_text())
+    assert {"model", "data", "trainer"} <= set(cfg), "a config names model, data and trainer"
+    cli = cli_main(["fit", "--config", str(config), *_overrides(cfg, request, tmp_path)])
+    assert cli.trainer.state.finished
+    assert cli.model.class_counts.sum() > 0
+
+
+def test_quickstart_prints_table(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    cli_main(["fit", "--config", "experiments/quickstart.yaml", "--trainer.max_epochs=2",
+              f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"])
+    out = capsys.readouterr().out
+    assert "overall" in out and "many" in out and "few" in out
+    assert "val last (epoch 1)" in out
+
+
+def test_print_config_is_effective_config(capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--config", "experiments/cifar100_lt/simclr.yaml", "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    opt = printed["model"]["init_args"]["optimizer"]
+    assert opt["class_path"] == "torch.optim.SGD" and opt["init_args"]["lr"] == 0.5
+    assert printed["model"]["init_args"]["lr_schedule"]["init_args"]["min_lr"] == 1e-6
+
+
+def test_wandb_offline_logger(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cli = cli_main([
+        "fit", "--config", "experiments/quickstart.yaml", "--trainer.max_epochs=1",
+        f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false",
+        "--trainer.logger=lightning.pytorch.loggers.WandbLogger",
+        f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.project=ltcl-test",
+    ])
+    run = cli.trainer.logger.experiment
+    assert run.settings.mode == "offline"
+    summary = dict(run.summary)
+    for key in ("val/acc", "val/many", "val/medium", "val/few", "val/group_std", "train/loss"):
+        assert key in summary, key
+    assert 0.0 <= summary["val/acc"] <= 1.0
+    assert summary["val/acc"] == pytest.approx(float(cli.trainer.callback_metrics["val/acc"]))
+    import wandb
+
+    wandb.finish()
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("run-*.wandb"))

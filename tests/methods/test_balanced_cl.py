@@ -91,6 +91,23 @@ def test_one_optimiser_step_trains(tmp_path):
     assert torch.isfinite(trainer.callback_metrics["train/contrastive_loss"])
 
 
+@pytest.mark.parametrize("gather", [False, True])
+def test_gather_option_reaches_the_loss(gather, monkeypatch):
+    import ltcl_lightning.methods.balanced_cl as module
+
+    seen = {}
+    real = module.balanced_contrastive_loss
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "balanced_contrastive_loss", spy)
+    model = _model(gather=gather, temperature=0.2)
+    model.training_loss(*_batch())
+    assert seen["gather"] is gather and seen["temperature"] == 0.2
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="num_classes >= 2"):
         BalancedCL(1, backbone="tiny")

@@ -1,0 +1,103 @@
+"""``ltcl report`` (ltcl_lightning.report.main): PNG figures from per-class CSVs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ltcl_lightning.data.longtail import GROUP_NAMES, class_counts_from_profile, class_groups
+from ltcl_lightning.metrics import summarize
+from ltcl_lightning.report import main, read_per_class, write_per_class_rows
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _write_run(folder: Path, num_classes: int, seed: int, epochs: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """A run folder as LongTailReport leaves it: lightning_logs/version_0/per_class_val.csv."""
+    rng = np.random.default_rng(seed)
+    counts = np.asarray(class_counts_from_profile(num_classes, 500, 100))
+    groups = class_groups(counts.tolist(), "threshold").numpy()
+    support = np.full(num_classes, 10)
+    path = folder / "lightning_logs" / "version_0" / "per_class_val.csv"
+    for epoch in range(epochs):
+        acc = np.clip(np.linspace(0.9, 0.1, num_classes) + rng.normal(0, 0.05, num_classes), 0, 1).round(1)
+        rows = [[epoch, 10 * (epoch + 1), i, f"class {i}", int(counts[i]), GROUP_NAMES[groups[i]], float(acc[i]), int(support[i])]
+                for i in range(num_classes)]
+        rng.shuffle(rows)  # class order in the file must not matter
+        write_per_class_rows(path, rows)
+    return acc, groups
+
+
+def _assert_png(path: Path, min_size=(300, 200)):
+    import matplotlib.image as mpimg
+
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, path
+    assert len(data) > 5000, (path, len(data))
+    img = mpimg.imread(path)
+    h, w = img.shape[:2]
+    assert w >= min_size[0] and h >= min_size[1]
+    assert float(img[..., :3].std()) > 0.05  # not a blank canvas
+
+
+def test_read_per_class_takes_last_evaluation_and_matches_summarize(tmp_path):
+    acc, groups = _write_run(tmp_path / "a", 100, seed=0)
+    pc = read_per_class(tmp_path / "a" / "lightning_logs" / "version_0" / "per_class_val.csv")
+    assert pc.epoch == 1
+    np.testing.assert_allclose(pc.accuracy, acc)
+    s = pc.summary()
+    ref = summarize(torch.from_numpy(acc), torch.full((100,), 10), torch.from_numpy(groups))
+    for k in ("many", "medium", "few", "group_std"):
+        assert s[k] == pytest.approx(ref[k])
+    assert s["few"] == pytest.approx(acc[groups == 2].mean())
+    assert s["acc"] == pytest.approx(acc.mean())  # equal support
+    assert read_per_class(tmp_path / "a" / "lightning_logs" / "version_0" / "per_class_val.csv", epoch=0).epoch == 0
+    with pytest.raises(ValueError, match="no evaluation at epoch 7"):
+        read_per_class(tmp_path / "a" / "lightning_logs" / "version_0" / "per_class_val.csv", epoch=7)
+
+
+def test_single_run_writes_valid_pngs(tmp_path):
+    _write_run(tmp_path / "run", 100, seed=0)
+    written = main([str(tmp_path / "run")])
+    names = sorted(p.name for p in written)
+    assert names == ["groups_val.png", "per_class_val.png"]
+    for p in written:
+        assert p.parent == tmp_path / "run" / "report"
+        _assert_png(p)
+
+
+def test_two_runs_comparison_and_many_classes(tmp_path):
+    # 1,000 classes: the per-class figure switches to points + moving mean
+    _write_run(tmp_path / "simclr", 1000, seed=0, epochs=1)
+    _write_run(tmp_path / "supcon", 1000, seed=1, epochs=1)
+    out = tmp_path / "figs"
+    written = main([str(tmp_path / "simclr"), str(tmp_path / "supcon"), "--out", str(out), "--names", "SimCLR", "SupCon"])
+    assert sorted(p.name for p in written) == ["compare_val.png", "groups_val.png", "per_class_val.png", "per_class_val_2.png"]
+    for p in written:
+        _assert_png(p)
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no per_class_test/val.csv"):
+        main([str(tmp_path)])
+    bad = tmp_path / "per_class_val.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="missing columns"):
+        main([str(bad)])
+    _write_run(tmp_path / "x", 10, seed=0, epochs=1)
+    _write_run(tmp_path / "y", 12, seed=0, epochs=1)
+    with pytest.raises(ValueError, match="10 and 12 classes"):
+        main([str(tmp_path / "x"), str(tmp_path / "y"), "--out", str(tmp_path / "o")])
+
+
+def test_python_dash_m(tmp_path):
+    _write_run(tmp_path / "run", 10, seed=0, epochs=1)
+    r = subprocess.run([sys.executable, "-m", "ltcl_lightning.report", str(tmp_path / "run"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "o" / "per_class_val.png").read_bytes()[:8] == PNG_SIGNATURE

@@ -10,7 +10,7 @@ of image tensors (one per view; evaluation has one view), ``target`` a LongTenso
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ltcl_lightning.data.longtail import GROUP_NAMES, Grouping, class_groups
+from ltcl_lightning.data.samplers import build_sampler
 from ltcl_lightning.data.transforms import MultiView, View, build_view
 
 
@@ -80,8 +81,14 @@ class LongTailDataModule(pl.LightningDataModule):
         persistent_workers: bool = False,
         pin_memory: bool = True,
         seed: int = 0,
+        sampler: Literal["instance", "class_balanced", "sqrt"] = "instance",
     ):
+        """``sampler``: how training images are drawn (``data/samplers.py``): ``instance`` each
+        image once per epoch, ``class_balanced`` / ``sqrt`` class-aware; all seeded by ``seed``
+        and the epoch, and sharded by rank so that Lightning does not wrap them under DDP."""
         super().__init__()
+        if sampler not in ("instance", "class_balanced", "sqrt"):
+            raise ValueError(f"sampler must be 'instance', 'class_balanced' or 'sqrt', got {sampler!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
@@ -97,6 +104,7 @@ class LongTailDataModule(pl.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.pin_memory = pin_memory
         self.seed = seed
+        self.sampler = sampler
         self.datasets: dict[str, Dataset] = {}
 
     mean: tuple[float, ...] | None = None
@@ -165,7 +173,7 @@ class LongTailDataModule(pl.LightningDataModule):
         return DataLoader(
             ds,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=build_sampler(self.sampler, ds, seed=self.seed) if train else None,
             drop_last=self.drop_last if train else False,
             num_workers=self.num_workers,
             persistent_workers=self.persistent_workers,

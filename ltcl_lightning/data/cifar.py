@@ -69,6 +69,7 @@ class _CIFARLTDataModule(LongTailDataModule):
         persistent_workers: bool = False,
         pin_memory: bool = True,
         seed: int = 0,
+        sampler: Literal["instance", "class_balanced", "sqrt"] = "instance",
     ):
         """
         Args:
@@ -85,7 +86,7 @@ class _CIFARLTDataModule(LongTailDataModule):
         super().__init__(
             batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
             train_views=train_views, eval_view=eval_view, mean=mean, std=std, drop_last=drop_last,
-            persistent_workers=persistent_workers, pin_memory=pin_memory, seed=seed,
+            persistent_workers=persistent_workers, pin_memory=pin_memory, seed=seed, sampler=sampler,
         )
         if split_file is None and imbalance_factor is None:
             raise ValueError("pass imbalance_factor (e.g. 100) or split_file (a .npy subset)")

@@ -63,11 +63,12 @@ class DigitsLTDataModule(LongTailDataModule):
         persistent_workers: bool = False,
         pin_memory: bool = False,
         seed: int = 0,
+        sampler: Literal["instance", "class_balanced", "sqrt"] = "instance",
     ):
         super().__init__(
             batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
             train_views=train_views, eval_view=eval_view, mean=mean, std=std, drop_last=drop_last,
-            persistent_workers=persistent_workers, pin_memory=pin_memory, seed=seed,
+            persistent_workers=persistent_workers, pin_memory=pin_memory, seed=seed, sampler=sampler,
         )
         if not imbalance_factor >= 1:
             raise ValueError(f"imbalance_factor must be >= 1 (n_max / n_min), got {imbalance_factor}")

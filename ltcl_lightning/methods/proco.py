@@ -1,0 +1,107 @@
+"""ProCo: "Probabilistic Contrastive Learning for Long-Tailed Visual Recognition"
+(Du, Wang, Song, Huang; IEEE TPAMI 2024; arXiv 2403.06726; code LeapLabTHU/ProCo).
+Spec: ``shared/specs/proco.md``.
+
+On the two-branch framework (:class:`TwoBranchMethod`): the contrastive loss models each class's
+normalised projections as a von Mises-Fisher distribution estimated online
+(:class:`VMFEstimator`) and contrasts every feature with the C class distributions through the
+closed-form expectation of the SupCon-style term (``losses/proco.py``)::
+
+    for z in (z2, z3):                       # view 2, then view 3
+        estimator.update(gather(z.detach()), gather(y))     # both estimators, before the loss
+        ell = proco_logits(z, kappa(old), mu(old), tau)      # (B, C) float64
+        L += LA_CE(ell, y) / 2
+    loss = LA_CE(classifier(h1), y) + alpha * L
+
+The estimators' window swaps at every epoch start (old <- new, new <- reset): during epoch e
+the model uses the features of epoch e-1 and of epoch e so far. Evaluation: classifier logits.
+
+Differences from the official code:
+
+* estimator state is seeded identically on every rank (official: unseeded per process), kept
+  in persistent buffers (official: plain attributes, pickled with the criterion), and the
+  window swap is idempotent per epoch so a mid-epoch resume keeps it (official resume
+  granularity: epoch);
+* no (N, C, p) / (B, C, p) temporaries, Bessel functions by the Debye expansion (accurate for
+  kappa >> p where the official Miller recurrence is not), see ``losses/proco.py``;
+* odd feature dimensions use the true order p/2 - 1 (official: ``int(p/2 - 1)``);
+* ``train/acc`` uses classifier logits + alpha * mean branch logits as the official code; the
+  CE and the contrastive loss are logged as ``train/ce_loss`` and ``train/contrastive_loss``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ltcl_lightning.losses.classification import logit_adjusted_cross_entropy
+from ltcl_lightning.losses.proco import proco_logits
+from ltcl_lightning.methods.two_branch import TwoBranchMethod
+from ltcl_lightning.modules.vmf import VMFEstimator
+
+
+class ProCo(TwoBranchMethod):
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet32_cifar",
+        temperature: float = 0.1,
+        proj_hidden_dim: int | None = 512,
+        proj_dim: int = 128,
+        contrastive_weight: float = 1.0,
+        kappa_max: float = 1e5,
+        estimator_seed: int = 0,
+        **kwargs,
+    ):
+        """
+        Args:
+            temperature: tau of the contrastive term (CIFAR 0.1, ImageNet-LT / iNat 0.07).
+            proj_dim: p, the vMF dimension (CIFAR 128, ImageNet-LT / iNat 1024).
+            contrastive_weight: alpha (1.0 in every official recipe).
+            kappa_max: the official clamp of the concentrations (1e5).
+            estimator_seed: seed of the estimators' random initial means (same on every rank).
+            kwargs: :class:`TwoBranchMethod` / ``LongTailMethod`` arguments (classifier,
+                optimiser, schedule, grouping, ...).
+        """
+        super().__init__(
+            num_classes, backbone, proj_hidden_dim=proj_hidden_dim, proj_dim=proj_dim,
+            contrastive_weight=contrastive_weight, **kwargs,
+        )
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if proj_dim < 2:
+            raise ValueError(f"ProCo needs proj_dim >= 2 (a vMF on the sphere S^(p-1)), got {proj_dim}")
+        self.temperature = temperature
+        self.estimator = VMFEstimator(num_classes, proj_dim, seed=estimator_seed, kappa_max=kappa_max)
+        self._branch_logits: torch.Tensor | None = None
+
+    # ----- estimation window ---------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        # a mid-epoch resume skips on_train_epoch_start; start_epoch is idempotent per epoch,
+        # so this only swaps when the restored window belongs to an earlier epoch
+        self.estimator.start_epoch(self.current_epoch)
+
+    def on_train_epoch_start(self) -> None:
+        self.estimator.start_epoch(self.current_epoch)
+
+    # ----- loss ----------------------------------------------------------------------------------
+    def view_loss(self, z: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Update the estimators with this view (all ranks), then its LA-CE over the vMF logits."""
+        self.estimator.update(z, target)
+        ell = proco_logits(z, self.estimator.kappa(), self.estimator.mean_direction(), self.temperature)
+        return logit_adjusted_cross_entropy(ell, target, self.class_prior, self.logit_adjust_tau), ell
+
+    def contrastive_loss(self, z2, z3, target, h):
+        loss2, ell2 = self.view_loss(z2, target)
+        loss3, ell3 = self.view_loss(z3, target)
+        self._branch_logits = (ell2.detach() + ell3.detach()) / 2
+        return (loss2 + loss3) / 2
+
+    def train_accuracy_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        if self._branch_logits is None:
+            return logits
+        return logits + self.contrastive_weight * self._branch_logits.to(logits.dtype)
+
+    def report_state(self) -> dict[str, Any]:
+        return {"kappa": self.estimator.kappa().detach().cpu()}

@@ -19,11 +19,12 @@ Distributed training: ``gather=False`` (default) computes the loss on this rank'
 which is what the official criterion does when run unchanged in each DDP process. Note that the
 official BalancedCL script itself trains with ``nn.DataParallel``, where the criterion sees the
 whole (global) batch of 256 (with per-GPU BatchNorm); ``gather=True`` reproduces that objective
-under DDP: the
-embeddings of all ranks are gathered with gradients (``utils.dist.gather(with_grad=True)``),
-the class counts n_k count the global batch, each rank's anchors are its local embeddings,
-and the mean over ranks (DDP's gradient averaging) equals the single-process loss on the
-concatenated batch, loss and gradient (tests/ddp/test_balanced_ddp.py).
+under DDP: the embeddings of all ranks are gathered with gradients
+(``utils.dist.gather(with_grad=True)``), the class counts n_k count the global batch, each
+rank's anchors are its local embeddings, and with equal shards the mean over ranks (DDP's
+gradient averaging) equals the single-process loss on the concatenated batch, loss and
+gradient (tests/ddp/test_balanced_ddp.py). Prototypes are not gathered: every rank computes
+the same ones from the same weights.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ d ell_j / dz = A_p(kappa~_j) (kappa_j mu_j + z / tau) / (tau kappa~_j).
 
 Differences from the official code (same values up to float rounding):
 
-* kappa~^2 = kappa^2 + 2 kappa (z . mu) / tau + ||z||^2 / tau^2 from one (B, p) x (p, C) float64
+* kappa~^2 = kappa^2 ||mu||^2 + 2 kappa (z . mu) / tau + ||z||^2 / tau^2 from one (B, p) x (p, C) float64
   matmul instead of materialising kappa mu + z / tau as a (B, C, p) float32 tensor; the
   squared norm is clamped at 0 against cancellation (kappa ~ 1/tau, z ~ -mu) and never square
   rooted (g is analytic in kappa~^2);
@@ -53,7 +53,9 @@ def proco_logits(z: torch.Tensor, kappa: torch.Tensor, mu: torch.Tensor, tempera
     mu64 = mu.detach().to(torch.float64)
     inv_t = 1.0 / temperature
     dot = z64 @ mu64.T  # (B, C)
-    base = (kappa64 * kappa64).unsqueeze(0) + (z64 * z64).sum(1, keepdim=True) * (inv_t * inv_t)
+    # ||mu||^2 kept (not assumed 1): float32 mean directions are unit only to ~1e-7, which
+    # at kappa ~ 1e5 moves kappa~ by ~1e-2; this way the logits are those of the given mu
+    base = (kappa64 * kappa64 * (mu64 * mu64).sum(1)).unsqueeze(0) + (z64 * z64).sum(1, keepdim=True) * (inv_t * inv_t)
     kt2 = torch.addcmul(base, dot, (2.0 * inv_t) * kappa64.unsqueeze(0))
     logc = vmf_log_normalizer_term(kappa64, p)
     return log_iv_scaled(p / 2 - 1, kt2) - logc.unsqueeze(0)

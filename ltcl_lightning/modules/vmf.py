@@ -56,8 +56,10 @@ class VMFEstimator(nn.Module):
             raise ValueError(f"the vMF feature dimension must be >= 2, got dim={dim}")
         if not 0 < init_resultant < 1:
             raise ValueError(f"init_resultant must be in (0, 1), got {init_resultant}")
-        self.num_classes, self.dim, self.seed = num_classes, dim, seed
+        self.num_classes, self.dim = num_classes, dim
         self.kappa_max, self.init_resultant = float(kappa_max), float(init_resultant)
+        # the seed is state too: a checkpoint then carries the whole random sequence of resets
+        self.register_buffer("seed", torch.tensor(seed, dtype=torch.long))
         self.register_buffer("num_resets", torch.zeros((), dtype=torch.long))
         self.register_buffer("window_epoch", torch.full((), -1, dtype=torch.long))
         self.register_buffer("mean_old", self._random_means(0))
@@ -67,7 +69,7 @@ class VMFEstimator(nn.Module):
         self.num_resets.fill_(2)
 
     def _random_means(self, k: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
+        g = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + k)
         return self.init_resultant * F.normalize(torch.randn(self.num_classes, self.dim, generator=g), dim=1)
 
     # ----- window ----------------------------------------------------------------------------------
@@ -134,4 +136,4 @@ class VMFEstimator(nn.Module):
         return F.normalize(self.mean_old, dim=1)
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, dim={self.dim}, seed={self.seed}, kappa_max={self.kappa_max:g}"
+        return f"num_classes={self.num_classes}, dim={self.dim}, seed={int(self.seed)}, kappa_max={self.kappa_max:g}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import math
 from pathlib import Path
 
 import lightning.pytorch as pl

@@ -10,7 +10,10 @@ scalars itself, so they are not logged twice), and logs
 * at the end of training and of each test, the most confused class pairs;
 
 and once per training epoch the method's :meth:`~ltcl_lightning.methods.base.LongTailMethod.report_state`
-(SDCLR's mask densities, BoostedCL's sample weights against class frequency, ProCo's kappa).
+(SDCLR's mask densities, BoostedCL's sample weights against class frequency, ProCo's kappa),
+read in ``on_train_epoch_end`` before the callbacks a method adds itself (``configure_callbacks``
+puts them after the Trainer's): the state the epoch trained with (this epoch's masks, the
+weights computed at the end of the previous epoch), and ProCo's kappa as of the epoch's end.
 
 Per logger: ``WandbLogger`` gets ``wandb.Table`` s, a bar chart and the figure as an image;
 ``TensorBoardLogger`` the figures as images, histograms and the confused pairs as text;

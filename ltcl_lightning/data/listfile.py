@@ -117,22 +117,7 @@ def read_list_file(path: str | os.PathLike, what: str = "list file") -> ListFile
     if len(starts) == 0:
         raise ValueError(f"{what} {path!r} has no entries; expected one 'relative/path label' line per image.")
 
-    # the label is the field after the last separator of the line
-    separators = np.flatnonzero(_SEPARATOR[buf])
-    k = np.searchsorted(separators, ends) - 1
-    sep = np.where(k >= 0, separators[np.maximum(k, 0)], -1) if separators.size else np.full(len(k), -1)
-    bad = sep <= starts  # no separator in the line, or an empty path
-    label_start = sep + 1
-    negative = ~bad & (buf[np.minimum(label_start, last)] == ord("-"))
-    label_start = label_start + negative
-    length = ends - label_start
-    bad |= (length < 1) | (length > _MAX_LABEL_DIGITS)
-    values = np.zeros(len(starts), dtype=np.int64)
-    for j in range(int(min(max(length.max(), 0), _MAX_LABEL_DIGITS))):
-        in_field = ~bad & (j < length)
-        ch = buf[np.minimum(label_start + j, last)]
-        bad |= in_field & ~_DIGIT[ch]
-        values = np.where(in_field, values * 10 + (ch.astype(np.int64) - 48), values)
+    values, sep, negative, bad = _parse_labels(buf, starts, ends)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(
@@ -146,7 +131,42 @@ def read_list_file(path: str | os.PathLike, what: str = "list file") -> ListFile
     path_ends = sep.copy()
     while (m := (path_ends > starts) & _SEPARATOR[buf[np.maximum(path_ends - 1, 0)]]).any():
         path_ends[m] -= 1
-    return ListFile(path, buf, starts, path_ends, labels, line_numbers)
+    offsets = np.int32 if buf.size < 2**31 else np.int64  # halves the offsets' memory for any real list
+    return ListFile(path, buf, starts.astype(offsets), path_ends.astype(offsets), labels,
+                    line_numbers.astype(offsets))
+
+
+def _parse_labels(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+    """Label value, separator position, sign and malformed flag of every line.
+
+    The label is the field after the last separator: read it backwards from the line end, one
+    character per step, for the lines still undecided (a pass per label character, about five,
+    over the lines, never a pass over the whole buffer)."""
+    n = len(starts)
+    values = np.zeros(n, dtype=np.int64)
+    sep = np.full(n, -1, dtype=np.int64)
+    negative = np.zeros(n, dtype=bool)
+    bad = np.zeros(n, dtype=bool)
+    pending = np.arange(n)
+    scale = 1
+    for k in range(_MAX_LABEL_DIGITS + 2):  # up to 18 digits, a minus sign, the separator
+        pos = ends[pending] - 1 - k
+        inside = pos > starts[pending]  # the path keeps at least one character
+        ch = buf[np.maximum(pos, 0)]
+        signed = negative[pending]
+        is_sep = inside & _SEPARATOR[ch] & (k > 0)
+        is_digit = inside & _DIGIT[ch] & ~signed & (k < _MAX_LABEL_DIGITS)
+        is_minus = inside & (ch == 45) & ~signed & (k > 0)
+        sep[pending[is_sep]] = pos[is_sep]
+        values[pending[is_digit]] += (ch[is_digit].astype(np.int64) - 48) * scale
+        negative[pending[is_minus]] = True
+        bad[pending[~(is_sep | is_digit | is_minus)]] = True
+        pending = pending[is_digit | is_minus]
+        scale *= 10
+        if pending.size == 0:
+            break
+    bad[pending] = True  # still reading digits after 18: not a class index
+    return values, sep, negative, bad
 
 
 def check_labels(lf: ListFile, num_classes: int, what: str) -> None:

@@ -81,6 +81,10 @@ def test_line_variants(tmp_path):
     assert [lf.path(i) for i in range(len(lf))] == ["a/x 1.jpg", "b/y.jpg", "c/z.jpg", "d/w.jpg"]
     assert lf.labels.tolist() == [3, 12, 0, 7]
     assert lf.line_numbers.tolist() == [1, 3, 4, 6]
+    p.write_text("x/a.jpg 123456789012345678\ny 0\nz.jpg -3\nw.jpg 7 \t 8\n")
+    lf = read_list_file(p)
+    assert lf.labels.tolist() == [123456789012345678, 0, -3, 8]
+    assert [lf.path(i) for i in range(len(lf))] == ["x/a.jpg", "y", "z.jpg", "w.jpg 7"]
 
 
 # ----- bad input ------------------------------------------------------------------------------------

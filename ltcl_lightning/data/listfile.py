@@ -3,7 +3,7 @@
 The format of every published ImageNet-LT, ImageNet-100-LT and iNaturalist 2018 split (spec
 data_and_eval.md section 1, ``shared/splits/README.md``). The parser keeps no per-line Python
 object: the file stays one byte buffer, and each line is two offsets and a label in numpy
-arrays, so 437,513 iNat lines parse in a few tens of milliseconds, and forked DataLoader
+arrays, so 437,513 iNat lines parse in 0.1-0.2 s (benchmarks/RESULTS.md), and forked DataLoader
 workers share the arrays instead of copying (and reference-counting) half a million strings.
 """
 
@@ -445,7 +445,9 @@ class ListFileDataModule(LongTailDataModule):
         """Unshuffled loader of the probe training images (evaluation view), for linear probes
         on pre-computed features: the few-shot list, or the whole training list."""
         if which == "fewshot":
-            ds = self.datasets.get("fewshot") or self._dataset(self.fewshot_file, self.eval_transform())
+            ds = self.datasets.get("fewshot")
+            if ds is None:
+                ds = self._dataset(self.fewshot_file, self.eval_transform())
         elif which == "train":
             ds = self._dataset(self.train_file, self.eval_transform())
         else:

@@ -339,6 +339,17 @@ def test_mid_epoch_recompute_would_give_a_different_mask(uninterrupted):
     assert not all(torch.equal(sd[k], rec.states[4][k]) for k in keys)
 
 
+def test_checkpoint_backbone_is_dense_for_the_linear_probe(uninterrupted):
+    """The probe stage loads the module from a checkpoint and uses ``model.backbone``."""
+    model, _, _, root = uninterrupted
+    ck = sorted((root / "epochs").glob("*step=9.ckpt"))[0]
+    loaded = SDCLR.load_from_checkpoint(ck, map_location="cpu", weights_only=True).eval()
+    assert loaded.prune_ratio == 0.7 and int(loaded.mask_epoch) == 2
+    x = torch.randn(4, 3, 8, 8)
+    plain = copy.deepcopy(model).eval().backbone.to_dense()
+    torch.testing.assert_close(loaded.backbone(x), plain(x), rtol=0, atol=1e-6)
+
+
 # ----- configs --------------------------------------------------------------------------------
 
 

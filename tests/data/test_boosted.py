@@ -247,3 +247,17 @@ def test_boosted_datamodule_on_cifar100(cifar100_dir, splits_dir):
         BoostedCIFAR100LTDataModule(data_dir=str(cifar100_dir), train_views=["crop_flip", "crop_flip"])
     with pytest.raises(ValueError, match="rand_strength"):
         BoostedCIFAR100LTDataModule(data_dir=str(cifar100_dir), rand_strength=40)
+
+
+def test_each_worker_draws_its_own_random_stream():
+    """Identical images at w = 1 served by two workers: no two items may get the same views (a
+    generator created once and copied into every worker would repeat worker 0's stream)."""
+    n = 8
+    img = _img(9)
+    base = [(img, 0)] * n
+    ds = BoostedIndexedDataset.from_indexed(IndexedDataset(base, np.zeros(n, dtype=np.int64), BoostedViews(rand_k=2)))
+    ds.set_sample_weights(torch.ones(n))
+    torch.manual_seed(0)
+    views = [v[0] for _, v, _ in DataLoader(ds, batch_size=1, num_workers=2)]  # items alternate workers
+    flat = torch.stack(views).flatten(1)
+    assert len(torch.unique(flat, dim=0)) == n

@@ -97,6 +97,22 @@ def test_per_sample_loss_is_the_tracked_nt_xent():
         BoostedCL(num_classes=10, backbone="tiny")
 
 
+def test_bcl_d_tracks_the_dense_view1_vs_pruned_view2_loss():
+    torch.manual_seed(0)
+    model = BoostedSDCLR(num_classes=10, backbone="tiny", class_counts=COUNTS, proj_hidden_dim=32, proj_dim=16)
+    model.recompute_masks(0)
+    views = [torch.rand(6, 3, 32, 32), torch.rand(6, 3, 32, 32)]
+    out = model.training_loss(torch.arange(6), views, torch.zeros(6, dtype=torch.long))
+    z1 = F.normalize(model.projector(model.backbone(views[0])), dim=1)
+    z2 = F.normalize(model.projector(model.backbone(views[1], pruned=True), pruned=True), dim=1)
+    ref = nt_xent_loss(z1.double(), z2.double(), 0.2, reduction="none")
+    torch.testing.assert_close(out["per_sample_loss"].double(), ref, rtol=1e-5, atol=1e-6)
+    z2_dense = F.normalize(model.projector(model.backbone(views[1])), dim=1)
+    assert not torch.allclose(ref, nt_xent_loss(z1.double(), z2_dense.double(), 0.2, reduction="none"))
+    assert model.momentum_loss.shape == (40,)
+    assert model.hparams.head_layers == 2  # the BoostedCL repository's SDCLR head
+
+
 @pytest.mark.parametrize("variant", ["i", "d"])
 def test_config_runs_one_step(variant, cifar100_dir, splits_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)

@@ -13,8 +13,10 @@ closed-form expectation of the SupCon-style term (``losses/proco.py``)::
         L += LA_CE(ell, y) / 2
     loss = LA_CE(classifier(h1), y) + alpha * L
 
-The estimators' window swaps at every epoch start (old <- new, new <- reset): during epoch e
-the model uses the features of epoch e-1 and of epoch e so far. Evaluation: classifier logits.
+The estimators' window swaps at every epoch start (old <- new, new <- reset), done by the
+:class:`~ltcl_lightning.callbacks.vmf.VMFEstimation` callback that the method adds itself: during
+epoch e the model uses the features of epoch e-1 and of epoch e so far. Evaluation: classifier
+logits.
 
 Differences from the official code:
 
@@ -77,13 +79,15 @@ class ProCo(TwoBranchMethod):
         self._branch_logits: torch.Tensor | None = None
 
     # ----- estimation window ---------------------------------------------------------------------
-    def on_train_start(self) -> None:
-        # a mid-epoch resume skips on_train_epoch_start; start_epoch is idempotent per epoch,
-        # so this only swaps when the restored window belongs to an earlier epoch
-        self.estimator.start_epoch(self.current_epoch)
+    def configure_callbacks(self):
+        """Adds :class:`VMFEstimation` (the per-epoch window swap) unless the trainer already has
+        one, so the window cannot be forgotten when the method is used from Python."""
+        from ltcl_lightning.callbacks.vmf import VMFEstimation
 
-    def on_train_epoch_start(self) -> None:
-        self.estimator.start_epoch(self.current_epoch)
+        trainer = self._trainer
+        if trainer is not None and any(isinstance(c, VMFEstimation) for c in trainer.callbacks):
+            return []
+        return [VMFEstimation()]
 
     # ----- loss ----------------------------------------------------------------------------------
     def view_loss(self, z: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -168,3 +168,44 @@ def test_large_scale_configs_run_one_step(config, module, fixture, request, tmp_
         f"--data.init_args.num_classes={folder['num_classes']}",
         f"--data.init_args.image_size={folder['image_size']}",
     ], tmp_path)
+
+
+# ----- the VMFEstimation callback -------------------------------------------------------------------
+def test_vmf_callback_is_added_once_swaps_each_epoch_and_logs_kappa_by_group(tmp_path):
+    from ltcl_lightning.callbacks.vmf import VMFEstimation
+
+    torch.manual_seed(0)
+    model = _proco_digits()
+    trainer = pl.Trainer(
+        max_epochs=2, limit_train_batches=2, limit_val_batches=0, accelerator="cpu", devices=1, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        default_root_dir=tmp_path, num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=_digits())
+    assert sum(isinstance(c, VMFEstimation) for c in trainer.callbacks) == 1
+    assert int(model.estimator.window_epoch) == 1 and int(model.estimator.num_resets) >= 2
+    # old = epoch 0 (2 steps) + epoch 1 (2 steps), 2 contrastive views of 16 images per step
+    assert float(model.estimator.count_old.sum()) == 4 * 16 * 2
+    kappa = model.estimator.kappa().double()
+    from ltcl_lightning.data.longtail import class_groups
+
+    groups = class_groups(model.class_counts, model.grouping)
+    for g, name in enumerate(("many", "medium", "few")):
+        if (groups == g).any():
+            assert float(trainer.callback_metrics[f"vmf/kappa_{name}"]) == pytest.approx(float(kappa[groups == g].mean()), rel=1e-5)
+
+    # listed explicitly, the method does not add a second one
+    model2 = _proco_digits()
+    trainer2 = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                          enable_checkpointing=False, callbacks=[VMFEstimation()], default_root_dir=tmp_path,
+                          limit_val_batches=0, num_sanity_val_steps=0)
+    trainer2.fit(model2, datamodule=_digits())
+    assert sum(isinstance(c, VMFEstimation) for c in trainer2.callbacks) == 1
+
+
+def test_vmf_callback_refuses_methods_without_estimator():
+    from ltcl_lightning.callbacks.vmf import VMFEstimation
+    from ltcl_lightning.methods.simclr import SimCLR
+
+    with pytest.raises(TypeError, match="needs a method with a VMFEstimator"):
+        VMFEstimation().on_train_epoch_start(None, SimCLR(10, backbone="tiny"))

@@ -1,0 +1,49 @@
+"""ProCo online vMF estimation: the per-epoch window of the estimators, and kappa by group.
+
+Spec proco.md (a): at the start of every epoch (epoch 0 included) the "old" estimator takes the
+"new" one's statistics and "new" restarts (fresh seeded means, count 0), so during epoch e the
+loss uses the features of epoch e-1 and of epoch e so far. The step-wise updates happen inside
+the method's loss (before the logits, as the reference does); this callback owns the window.
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+
+from ltcl_lightning.data.longtail import GROUP_NAMES, class_groups
+
+
+class VMFEstimation(pl.Callback):
+    """Swaps the estimators' window at each epoch start; logs the mean concentration kappa of
+    the Many / Medium / Few classes (``vmf/kappa_<group>``) and its overall median at epoch end.
+
+    The swap is idempotent per epoch (``VMFEstimator.start_epoch``), and is also applied in
+    ``on_train_start`` because a mid-epoch resume skips ``on_train_epoch_start``: a checkpoint
+    taken inside epoch e already holds epoch e's window and is used as it is.
+    """
+
+    @staticmethod
+    def _estimator(pl_module):
+        est = getattr(pl_module, "estimator", None)
+        if est is None or not hasattr(est, "start_epoch"):
+            raise TypeError(
+                f"VMFEstimation needs a method with a VMFEstimator in `.estimator` (ProCo); "
+                f"{type(pl_module).__name__} has none"
+            )
+        return est
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._estimator(pl_module).start_epoch(trainer.current_epoch)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._estimator(pl_module).start_epoch(trainer.current_epoch)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        kappa = self._estimator(pl_module).kappa().detach().double().cpu()
+        groups = class_groups(pl_module.class_counts.cpu(), pl_module.grouping)
+        for g, name in enumerate(GROUP_NAMES):
+            sel = groups == g
+            if sel.any():
+                pl_module.log(f"vmf/kappa_{name}", float(kappa[sel].mean()))
+        pl_module.log("vmf/kappa_median", float(torch.median(kappa)))

@@ -1,3 +1,9 @@
-from ltcl_lightning.callbacks.summary import LongTailSummary
+"""Per-epoch / per-step behaviour with checkpointed state, and reports."""
 
-__all__ = ["LongTailSummary"]
+from ltcl_lightning.callbacks.momentum import MomentumWeightUpdate
+from ltcl_lightning.callbacks.pruning import MaskRepruning
+from ltcl_lightning.callbacks.report import LongTailReport
+from ltcl_lightning.callbacks.summary import LongTailSummary
+from ltcl_lightning.callbacks.vmf import VMFEstimation
+
+__all__ = ["LongTailSummary", "LongTailReport", "MaskRepruning", "MomentumWeightUpdate", "VMFEstimation"]

@@ -53,7 +53,9 @@ class LongTailAccuracy(Metric):
         self.preds.append(preds.long())
         self.target.append(target.long())
 
-    def _deduplicated(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def predictions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(predicted class, target) of every evaluated sample exactly once (gathered over ranks,
+        padded repeats dropped by sample index)."""
         index = dim_zero_cat(self.index)
         preds = dim_zero_cat(self.preds)
         target = dim_zero_cat(self.target)
@@ -67,7 +69,7 @@ class LongTailAccuracy(Metric):
         return preds[keep], target[keep]
 
     def compute(self) -> dict[str, torch.Tensor | float]:
-        preds, target = self._deduplicated()
+        preds, target = self.predictions()
         per_class = multiclass_accuracy(preds, target, self.num_classes, average=None)
         support = torch.bincount(target, minlength=self.num_classes)
         per_class = torch.where(support > 0, per_class, torch.zeros_like(per_class))
@@ -83,5 +85,5 @@ class LongTailAccuracy(Metric):
 
     def confusion(self) -> torch.Tensor:
         """(C, C) confusion counts (rows: true class) of the deduplicated predictions."""
-        preds, target = self._deduplicated()
+        preds, target = self.predictions()
         return multiclass_confusion_matrix(preds, target, self.num_classes)

@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> dict:
     groups = class_groups(pretrain_counts, args.grouping)
 
     dm = _DATAMODULES[num_classes](data_dir=args.data_dir, split_file=str(sets[shots[0]][0][1]), num_workers=args.num_workers)
-    train_base, test_base = dm._train_base, dm._test_base
+    train_base, test_base = dm.train_base, dm.test_base
     train_labels = np.asarray(train_base.targets, dtype=np.int64)
     indices = {name: load_index_file(str(path), len(train_labels)) for files in sets.values() for name, path in files}
     union = np.unique(np.concatenate(list(indices.values())))

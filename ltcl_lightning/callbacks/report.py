@@ -229,14 +229,14 @@ class LongTailReport(pl.Callback):
 
     # ----- confused pairs ------------------------------------------------------------------------
     def _collect_confusion(self, pl_module, metric, prefix: str) -> None:
-        if self.top_confused == 0 or metric is None or not hasattr(metric, "_deduplicated"):
+        if self.top_confused == 0 or metric is None or not hasattr(metric, "predictions"):
             return
         if isinstance(getattr(metric, "index", None), list) and len(metric.index) == 0:
             return
         # the metric's states are per-rank until synced; sync_context gathers them (on every rank,
         # a collective) and restores the local state afterwards for the module's own compute()
         with metric.sync_context():
-            preds, target = metric._deduplicated()
+            preds, target = metric.predictions()
         pairs = most_confused_pairs(preds, target, metric.num_classes, self.top_confused)
         self._confused[prefix] = (int(pl_module.current_epoch), pairs)
 

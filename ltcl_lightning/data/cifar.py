@@ -123,17 +123,19 @@ class _CIFARLTDataModule(LongTailDataModule):
         return self._tv_class(self.data_dir, train=train, download=self.download)
 
     @cached_property
-    def _train_base(self):
+    def train_base(self):
+        """The whole 50,000-image CIFAR train set (torchvision dataset, no transform)."""
         return self._tv(True)
 
     @cached_property
-    def _test_base(self):
+    def test_base(self):
+        """The balanced 10,000-image CIFAR test set (torchvision dataset, no transform)."""
         return self._tv(False)
 
     @cached_property
     def train_indices(self) -> np.ndarray:
         """Indices of the long-tailed training subset in the 50,000-image train set."""
-        labels = np.asarray(self._train_base.targets, dtype=np.int64)
+        labels = np.asarray(self.train_base.targets, dtype=np.int64)
         if self.split_file is not None:
             return load_index_file(self.split_file, len(labels))
         counts = class_counts_from_profile(
@@ -142,24 +144,24 @@ class _CIFARLTDataModule(LongTailDataModule):
         return select_longtail_indices(labels, counts, seed=self.subset_seed)
 
     def train_targets(self) -> np.ndarray:
-        return np.asarray(self._train_base.targets, dtype=np.int64)[self.train_indices]
+        return np.asarray(self.train_base.targets, dtype=np.int64)[self.train_indices]
 
     def class_names_list(self) -> list[str]:
-        return list(self._train_base.classes)
+        return list(self.train_base.classes)
 
     def build_datasets(self, stage: str) -> dict:
         out = {}
-        train_labels = np.asarray(self._train_base.targets)
+        train_labels = np.asarray(self.train_base.targets)
         if stage in ("fit",):
-            out["train"] = IndexedDataset(self._train_base, train_labels, self.train_transform(), self.train_indices)
+            out["train"] = IndexedDataset(self.train_base, train_labels, self.train_transform(), self.train_indices)
         if stage in ("fit", "validate"):
             if self.val_split_file is not None:
                 val_idx = load_index_file(self.val_split_file, len(train_labels))
-                out["val"] = IndexedDataset(self._train_base, train_labels, self.eval_transform(), val_idx)
+                out["val"] = IndexedDataset(self.train_base, train_labels, self.eval_transform(), val_idx)
             else:
-                out["val"] = IndexedDataset(self._test_base, self._test_base.targets, self.eval_transform())
+                out["val"] = IndexedDataset(self.test_base, self.test_base.targets, self.eval_transform())
         if stage in ("test", "predict"):
-            out["test"] = IndexedDataset(self._test_base, self._test_base.targets, self.eval_transform())
+            out["test"] = IndexedDataset(self.test_base, self.test_base.targets, self.eval_transform())
         return out
 
 

@@ -103,3 +103,13 @@ def test_wandb_offline_logger(tmp_path, monkeypatch):
     wandb.finish()
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("run-*.wandb"))
+
+
+@pytest.mark.parametrize("command", ["probe", "report"])
+def test_extra_commands_dispatch(command, capsys):
+    from ltcl_lightning.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert f"ltcl {command}" in capsys.readouterr().out

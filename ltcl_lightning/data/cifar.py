@@ -18,7 +18,7 @@ from torchvision import datasets
 
 from ltcl_lightning.data.base import IndexedDataset, LongTailDataModule
 from ltcl_lightning.data.longtail import class_counts_from_profile, load_index_file, select_longtail_indices
-from ltcl_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, View
+from ltcl_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 _FILES = {
     10: ("cifar-10-batches-py", ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch", "batches.meta"], "cifar-10-python.tar.gz"),
@@ -58,18 +58,10 @@ class _CIFARLTDataModule(LongTailDataModule):
         val_split_file: str | None = None,
         subset_seed: int = 0,
         download: bool = False,
-        batch_size: int = 256,
-        eval_batch_size: int | None = None,
-        num_workers: int = 4,
-        train_views: Sequence[View] = ("simclr", "simclr"),
-        eval_view: View = "eval",
+        *,
         mean: Sequence[float] | None = IMAGENET_MEAN,
         std: Sequence[float] | None = IMAGENET_STD,
-        drop_last: bool = False,
-        persistent_workers: bool = False,
-        pin_memory: bool = True,
-        seed: int = 0,
-        sampler: Literal["instance", "class_balanced", "sqrt"] = "instance",
+        **kwargs,
     ):
         """
         Args:
@@ -82,12 +74,12 @@ class _CIFARLTDataModule(LongTailDataModule):
                 instead of the test set.
             subset_seed: seed of the LDAM-DRW subset construction (0 as published).
             download: let torchvision download the archive (needs network).
+            mean, std: normalisation, the ImageNet statistics (as the SDCLR / BCL code uses).
+            **kwargs: the loader and view arguments of
+                :class:`~ltcl_lightning.data.base.LongTailDataModule` (``batch_size``,
+                ``num_workers``, ``train_views``, ``sampler``, ...), with its defaults.
         """
-        super().__init__(
-            batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
-            train_views=train_views, eval_view=eval_view, mean=mean, std=std, drop_last=drop_last,
-            persistent_workers=persistent_workers, pin_memory=pin_memory, seed=seed, sampler=sampler,
-        )
+        super().__init__(mean=mean, std=std, **kwargs)
         if split_file is None and imbalance_factor is None:
             raise ValueError("pass imbalance_factor (e.g. 100) or split_file (a .npy subset)")
         if split_file is None and not imbalance_factor >= 1:

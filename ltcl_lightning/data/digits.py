@@ -52,23 +52,31 @@ class DigitsLTDataModule(LongTailDataModule):
         profile: Literal["exp", "step"] = "exp",
         test_per_class: int = 30,
         subset_seed: int = 0,
+        *,
         batch_size: int = 128,
-        eval_batch_size: int | None = None,
         num_workers: int = 0,
         train_views: Sequence[View] = ("digits", "digits"),
-        eval_view: View = "eval",
         mean: Sequence[float] | None = (0.3, 0.3, 0.3),
         std: Sequence[float] | None = (0.4, 0.4, 0.4),
-        drop_last: bool = False,
-        persistent_workers: bool = False,
         pin_memory: bool = False,
-        seed: int = 0,
-        sampler: Literal["instance", "class_balanced", "sqrt"] = "instance",
+        **kwargs,
     ):
+        """
+        Args:
+            imbalance_factor: n_max / n_min of the long-tailed training profile (>= 1).
+            profile: ``exp`` or ``step`` class-count profile.
+            test_per_class: balanced held-out test images per class (drawn before the tail).
+            subset_seed: seed of the test split and of the long-tailed selection.
+            batch_size, num_workers, train_views, mean, std, pin_memory: as in
+                :class:`~ltcl_lightning.data.base.LongTailDataModule`, with defaults that suit
+                1,797 8x8 images on a CPU (in-process loading, the ``digits`` view).
+            **kwargs: the other arguments of
+                :class:`~ltcl_lightning.data.base.LongTailDataModule` (``eval_batch_size``,
+                ``eval_view``, ``sampler``, ``seed``, ...), with its defaults.
+        """
         super().__init__(
-            batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
-            train_views=train_views, eval_view=eval_view, mean=mean, std=std, drop_last=drop_last,
-            persistent_workers=persistent_workers, pin_memory=pin_memory, seed=seed, sampler=sampler,
+            batch_size=batch_size, num_workers=num_workers, train_views=train_views,
+            mean=mean, std=std, pin_memory=pin_memory, **kwargs,
         )
         if not imbalance_factor >= 1:
             raise ValueError(f"imbalance_factor must be >= 1 (n_max / n_min), got {imbalance_factor}")

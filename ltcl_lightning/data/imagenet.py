@@ -9,10 +9,7 @@ are the wnids (the folder of each class's first training image). Nothing is down
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
-
 from ltcl_lightning.data.listfile import ListFileDataModule
-from ltcl_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, View
 
 
 class ImageNetLTDataModule(ListFileDataModule):
@@ -23,38 +20,12 @@ class ImageNetLTDataModule(ListFileDataModule):
 
     default_num_classes = 1000
 
-    def __init__(
-        self,
-        data_dir: str,
-        train_list: str,
-        val_list: str | None = None,
-        test_list: str | None = None,
-        fewshot_list: str | None = None,
-        num_classes: int = 1000,
-        image_size: int = 224,
-        verify: bool = False,
-        batch_size: int = 256,
-        eval_batch_size: int | None = None,
-        num_workers: int = 8,
-        train_views: Sequence[View] = ("simclr", "simclr"),
-        eval_view: View = "eval",
-        mean: Sequence[float] | None = IMAGENET_MEAN,
-        std: Sequence[float] | None = IMAGENET_STD,
-        drop_last: bool = False,
-        persistent_workers: bool = False,
-        pin_memory: bool = True,
-        seed: int = 0,
-        sampler: Literal["instance", "class_balanced", "sqrt"] = "instance",
-    ):
-        """See :class:`~ltcl_lightning.data.listfile.ListFileDataModule` for the arguments;
-        ``fewshot_list``: e.g. ``imageNet_sub_balance_train_0.01.txt`` (12 per class)."""
-        super().__init__(
-            data_dir=data_dir, train_list=train_list, val_list=val_list, test_list=test_list,
-            fewshot_list=fewshot_list, num_classes=num_classes, image_size=image_size, verify=verify,
-            batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
-            train_views=train_views, eval_view=eval_view, mean=mean, std=std, drop_last=drop_last,
-            persistent_workers=persistent_workers, pin_memory=pin_memory, seed=seed, sampler=sampler,
-        )
+    def __init__(self, *args, num_classes: int = 1000, **kwargs):
+        """See :class:`~ltcl_lightning.data.listfile.ListFileDataModule` for the arguments
+        (``data_dir``, ``train_list``, ...; the loader ones are
+        :class:`~ltcl_lightning.data.base.LongTailDataModule`'s); ``fewshot_list``: e.g.
+        ``imageNet_sub_balance_train_0.01.txt`` (12 per class)."""
+        super().__init__(*args, num_classes=num_classes, **kwargs)
 
 
 class ImageNet100LTDataModule(ListFileDataModule):
@@ -70,34 +41,7 @@ class ImageNet100LTDataModule(ListFileDataModule):
 
     default_num_classes = 100
 
-    def __init__(
-        self,
-        data_dir: str,
-        train_list: str,
-        val_list: str | None = None,
-        test_list: str | None = None,
-        fewshot_list: str | None = None,
-        num_classes: int = 100,
-        image_size: int = 224,
-        verify: bool = False,
-        batch_size: int = 256,
-        eval_batch_size: int | None = None,
-        num_workers: int = 8,
-        train_views: Sequence[View] = ("simclr", "simclr"),
-        eval_view: View = "eval",
-        mean: Sequence[float] | None = IMAGENET_MEAN,
-        std: Sequence[float] | None = IMAGENET_STD,
-        drop_last: bool = False,
-        persistent_workers: bool = False,
-        pin_memory: bool = True,
-        seed: int = 0,
-        sampler: Literal["instance", "class_balanced", "sqrt"] = "instance",
-    ):
-        """See :class:`~ltcl_lightning.data.listfile.ListFileDataModule` for the arguments."""
-        super().__init__(
-            data_dir=data_dir, train_list=train_list, val_list=val_list, test_list=test_list,
-            fewshot_list=fewshot_list, num_classes=num_classes, image_size=image_size, verify=verify,
-            batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
-            train_views=train_views, eval_view=eval_view, mean=mean, std=std, drop_last=drop_last,
-            persistent_workers=persistent_workers, pin_memory=pin_memory, seed=seed, sampler=sampler,
-        )
+    def __init__(self, *args, num_classes: int = 100, **kwargs):
+        """See :class:`~ltcl_lightning.data.listfile.ListFileDataModule` for the arguments
+        (the loader ones are :class:`~ltcl_lightning.data.base.LongTailDataModule`'s)."""
+        super().__init__(*args, num_classes=num_classes, **kwargs)

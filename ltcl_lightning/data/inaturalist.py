@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ltcl_lightning.data.listfile import ListFile, ListFileDataModule
-from ltcl_lightning.data.transforms import INAT_MEAN, INAT_STD, View
+from ltcl_lightning.data.transforms import INAT_MEAN, INAT_STD
 
 
 def read_coco_annotations(path: str, what: str = "annotation file") -> tuple[ListFile, dict[int, str]]:
@@ -106,20 +106,10 @@ class INaturalist2018DataModule(ListFileDataModule):
         val_json: str | None = None,
         fewshot_list: str | None = None,
         num_classes: int = 8142,
-        image_size: int = 224,
-        verify: bool = False,
-        batch_size: int = 256,
-        eval_batch_size: int | None = None,
-        num_workers: int = 8,
-        train_views: Sequence[View] = ("simclr", "simclr"),
-        eval_view: View = "eval",
+        *,
         mean: Sequence[float] | None = INAT_MEAN,
         std: Sequence[float] | None = INAT_STD,
-        drop_last: bool = False,
-        persistent_workers: bool = False,
-        pin_memory: bool = True,
-        seed: int = 0,
-        sampler: Literal["instance", "class_balanced", "sqrt"] = "instance",
+        **kwargs,
     ):
         """
         Args:
@@ -127,7 +117,10 @@ class INaturalist2018DataModule(ListFileDataModule):
                 ``train2018.json`` (exactly one).
             val_list / val_json: the validation images likewise (at most one; the test stage
                 uses them too unless ``test_list`` is given).
-            See :class:`~ltcl_lightning.data.listfile.ListFileDataModule` for the rest.
+            mean, std: normalisation, the iNat 2018 statistics.
+            See :class:`~ltcl_lightning.data.listfile.ListFileDataModule` for the rest
+            (``image_size``, ``verify``, ...; forwarded through ``**kwargs`` with its defaults,
+            the loader ones being :class:`~ltcl_lightning.data.base.LongTailDataModule`'s).
         """
         if (train_list is None) == (train_json is None):
             raise ValueError(
@@ -141,10 +134,8 @@ class INaturalist2018DataModule(ListFileDataModule):
         self._category_names: dict[int, str] = {}
         super().__init__(
             data_dir=data_dir, train_list=train_list or train_json, val_list=val_list or val_json,
-            test_list=test_list, fewshot_list=fewshot_list, num_classes=num_classes, image_size=image_size,
-            verify=verify, batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
-            train_views=train_views, eval_view=eval_view, mean=mean, std=std, drop_last=drop_last,
-            persistent_workers=persistent_workers, pin_memory=pin_memory, seed=seed, sampler=sampler,
+            test_list=test_list, fewshot_list=fewshot_list, num_classes=num_classes, mean=mean, std=std,
+            **kwargs,
         )
 
     def read_list(self, path: str, what: str) -> ListFile:

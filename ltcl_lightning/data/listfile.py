@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
 from ltcl_lightning.data.base import IndexedDataset, LongTailDataModule
-from ltcl_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, MultiView, View, build_view, eval_transform
+from ltcl_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, MultiView, build_view, eval_transform
 
 _WHITESPACE = np.zeros(256, dtype=bool)
 _WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
@@ -305,18 +305,11 @@ class ListFileDataModule(LongTailDataModule):
         num_classes: int | None = None,
         image_size: int = 224,
         verify: bool = False,
-        batch_size: int = 256,
-        eval_batch_size: int | None = None,
+        *,
         num_workers: int = 8,
-        train_views: Sequence[View] = ("simclr", "simclr"),
-        eval_view: View = "eval",
         mean: Sequence[float] | None = IMAGENET_MEAN,
         std: Sequence[float] | None = IMAGENET_STD,
-        drop_last: bool = False,
-        persistent_workers: bool = False,
-        pin_memory: bool = True,
-        seed: int = 0,
-        sampler: Literal["instance", "class_balanced", "sqrt"] = "instance",
+        **kwargs,
     ):
         """
         Args:
@@ -331,14 +324,14 @@ class ListFileDataModule(LongTailDataModule):
                 (256 for 224) and centre-crops when ``eval_view='eval'``.
             verify: check at set-up that every listed image exists (one directory listing per
                 folder); otherwise a missing image raises when it is first loaded.
-            sampler: training sampler: ``instance`` (each image once per epoch),
-                ``class_balanced`` or ``sqrt`` (see :mod:`ltcl_lightning.data.samplers`).
+            num_workers: loader processes (8: decoding full-size JPEGs needs them).
+            mean, std: normalisation, the ImageNet statistics.
+            **kwargs: the other arguments of
+                :class:`~ltcl_lightning.data.base.LongTailDataModule` (``batch_size``,
+                ``train_views``, ``sampler``: ``instance`` / ``class_balanced`` / ``sqrt``, ...),
+                with its defaults.
         """
-        super().__init__(
-            batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
-            train_views=train_views, eval_view=eval_view, mean=mean, std=std, drop_last=drop_last,
-            persistent_workers=persistent_workers, pin_memory=pin_memory, seed=seed, sampler=sampler,
-        )
+        super().__init__(num_workers=num_workers, mean=mean, std=std, **kwargs)
         num_classes = self.default_num_classes if num_classes is None else num_classes
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")

@@ -2,7 +2,6 @@
 single-process value on the concatenated batch; ``gather=False`` is the per-rank local loss."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -11,16 +10,13 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from ltcl_lightning.losses.balanced import balanced_contrastive_loss
+from ddp_helpers import free_port
 
 pytestmark = pytest.mark.ddp
 
 NUM_CLASSES = 4
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _data(sizes):
@@ -73,7 +69,7 @@ def _run(rank, world, sizes, out_dir):
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("balanced_ddp")
-    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
     return out
 
 

@@ -1,7 +1,6 @@
 """2-process gloo: gathered NT-Xent / SupCon loss and gradients equal the single-process values."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -10,14 +9,11 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from ltcl_lightning.losses.contrastive import nt_xent_loss, supcon_loss
+from ddp_helpers import free_port
 
 pytestmark = pytest.mark.ddp
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _data(sizes):
@@ -62,7 +58,7 @@ def test_gathered_losses_and_gradients_equal_single_process(tmp_path, sizes):
     the mean of the per-rank means; with equal shards that is the single-process loss on the
     concatenated batch. Unequal shards (a last batch) give the mean of the two shard means,
     which the single process computes from its per-sample losses."""
-    mp.spawn(_worker, args=(2, _free_port(), sizes, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), sizes, str(tmp_path)), nprocs=2, join=True)
     x1, x2, w, labels = _data(sizes)
     r = [torch.load(tmp_path / f"rank{k}.pt") for k in range(2)]
     shards = [slice(0, sizes[0]), slice(sizes[0], sum(sizes))]

@@ -6,7 +6,6 @@ holds and publishes bit-identical weights."""
 from __future__ import annotations
 
 import os
-import socket
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,16 +16,13 @@ import torch.multiprocessing as mp
 from torch.utils.data import DistributedSampler
 
 from ltcl_lightning.callbacks.momentum import MomentumWeightUpdate, momentum_weights
+from ddp_helpers import free_port
 
 pytestmark = pytest.mark.ddp
 
 N, EPOCHS, BATCH, BETA = 13, 3, 3, 0.97
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _loss(index: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -78,7 +74,7 @@ def _worker(rank, world, port, out_dir):
 
 def test_momentum_buffer_equals_single_process_with_padding(tmp_path):
     # fork: the children inherit the imported modules (spawn re-imports lightning: ~10 s per process here)
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    mp.start_processes(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     # the sampler really padded: 14 slots for 13 samples, one index twice in the epoch
     both = torch.cat([r0["indices"][0], r1["indices"][0]])

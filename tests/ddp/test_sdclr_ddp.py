@@ -4,7 +4,6 @@ single-process values on the concatenated batch; the Lightning run keeps masks i
 from __future__ import annotations
 
 import os
-import socket
 from functools import partial
 
 import lightning.pytorch as pl
@@ -20,16 +19,13 @@ from ltcl_lightning.data.base import IndexedDataset, LongTailDataModule
 from ltcl_lightning.losses.contrastive import nt_xent_loss
 from ltcl_lightning.methods.sdclr import SDCLR
 from ltcl_lightning.modules.pruning import masked_convs, prune_global
+from ddp_helpers import free_port
 
 pytestmark = pytest.mark.ddp
 
 B = 4  # per rank
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _model(random_prune_ratio=0.0) -> SDCLR:
@@ -130,7 +126,7 @@ def _reference(mode: str):
 def ddp_results(tmp_path_factory):
     """One 2-process spawn for all checks (spawning costs more than the checks on 2 cores)."""
     out = tmp_path_factory.mktemp("sdclr_ddp")
-    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
     return [torch.load(out / f"rank{k}.pt") for k in range(2)]
 
 

@@ -3,7 +3,6 @@ process updating on the concatenated global batches; each rank's logits are the 
 logits of its rows (spec proco.md (g))."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -13,16 +12,13 @@ import torch.nn.functional as F
 
 from ltcl_lightning.losses.proco import proco_logits
 from ltcl_lightning.modules.vmf import VMFEstimator
+from ddp_helpers import free_port
 
 pytestmark = pytest.mark.ddp
 
 C, P, B, STEPS = 7, 16, 5, 4  # B per rank; an epoch boundary after step 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _global_batch(step, world):
@@ -58,7 +54,7 @@ def _worker(rank, world, port, out_dir):
 
 def test_estimator_state_is_identical_across_ranks_and_equals_single_process(tmp_path):
     world = 2
-    mp.spawn(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, free_port(), str(tmp_path)), nprocs=world, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
     single = VMFEstimator(C, P, seed=5)
     single_logits = _run_steps(single, 0, world, gather=False)

@@ -98,14 +98,10 @@ def balanced_contrastive_loss(
     n_views = len(views)
     device = views[0].device
 
-    if gather and dist.is_distributed():
-        offset = dist.rank_offset(b, device)
-        global_views = [dist.gather(v, with_grad=True) for v in views]
-        global_labels = dist.gather(labels)
+    if gather:
+        global_views, global_labels, offset = dist.gather_views(views, labels)
     else:
-        offset = 0
-        global_views = views
-        global_labels = labels
+        global_views, global_labels, offset = views, labels, 0
     b_global = global_views[0].shape[0]
 
     item_feats = list(global_views)

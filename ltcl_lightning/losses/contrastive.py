@@ -22,7 +22,7 @@ Reduction = Literal["mean", "none"]
 
 def _multi_view_contrastive(
     views: Sequence[torch.Tensor],
-    labels: torch.Tensor,
+    labels: torch.Tensor | None,
     temperature: float,
     reduction: Reduction,
     gather: bool,
@@ -30,7 +30,8 @@ def _multi_view_contrastive(
     """Core: anchors = every local view embedding; candidates = every global embedding but self.
 
     ``views``: V tensors of shape (B, d), L2-normalised rows. ``labels``: (B,) positives share a
-    label. Returns the mean over anchors, or (B,) per-sample means over the V anchors of a sample.
+    label; ``None`` = instance discrimination (positives = the other views of the same sample).
+    Returns the mean over anchors, or (B,) per-sample means over the V anchors of a sample.
     """
     if len(views) < 2:
         raise ValueError(f"a contrastive loss needs at least 2 views, got {len(views)}")
@@ -39,16 +40,15 @@ def _multi_view_contrastive(
     b = views[0].shape[0]
     n_views = len(views)
     anchors = torch.cat(list(views), 0)  # (V*B, d), view-major
-    if gather and dist.is_distributed():
-        offset = dist.rank_offset(b, anchors.device)
-        global_views = [dist.gather(v, with_grad=True) for v in views]
-        global_labels = dist.gather(labels)
+    if gather:
+        global_views, global_labels, offset = dist.gather_views(views, labels)
     else:
-        offset = 0
-        global_views = list(views)
-        global_labels = labels
+        global_views, global_labels, offset = list(views), labels, 0
     b_global = global_views[0].shape[0]
     candidates = torch.cat(global_views, 0)  # (V*Bg, d)
+    if labels is None:  # sample ids, unique across ranks
+        labels = torch.arange(b, device=anchors.device) + offset
+        global_labels = torch.arange(b_global, device=anchors.device)
 
     logits = anchors @ candidates.T / temperature  # (V*B, V*Bg)
     # position of each local anchor among the global candidates (excluded from its own row)
@@ -90,10 +90,7 @@ def nt_xent_loss(
     """
     if z1.shape != z2.shape:
         raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
-    b = z1.shape[0]
-    offset = dist.rank_offset(b, z1.device) if (gather and dist.is_distributed()) else 0
-    ids = torch.arange(b, device=z1.device) + offset
-    return _multi_view_contrastive([z1, z2], ids, temperature, reduction, gather)
+    return _multi_view_contrastive([z1, z2], None, temperature, reduction, gather)
 
 
 def supcon_loss(

@@ -112,8 +112,10 @@ class VMFEstimator(nn.Module):
         if y.shape != z.shape[:1]:
             raise ValueError(f"labels must have shape ({z.shape[0]},), got {tuple(y.shape)}")
         z, y = z.detach(), y.detach().long()
-        if gather:
-            z, y = dist.gather(z), dist.gather(y)
+        if gather and dist.is_distributed():
+            # one collective: labels ride along as an exact float64 column (C <= 2^53)
+            packed = dist.gather(torch.cat([z.to(torch.float64), y.to(torch.float64)[:, None]], 1))
+            z, y = packed[:, :-1], packed[:, -1].long()
         sums, counts = self.class_sums(z, y)
         batch_mean = (sums / counts.clamp_min(1).unsqueeze(1)).to(self.mean_old.dtype)
         counts = counts.to(self.count_old.dtype)

@@ -7,6 +7,8 @@ so the single-process case is the same code path with a world size of 1.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.distributed as dist
 
@@ -23,16 +25,21 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
-def _gather_sizes(n: int, device: torch.device) -> list[int]:
-    size = torch.tensor([n], device=device, dtype=torch.long)
+def gather_sizes(n: int, device: torch.device | None = None) -> list[int]:
+    """Every rank's local length ``n`` (one small all_gather); ``[n]`` with one process."""
+    if not is_distributed():
+        return [n]
+    size = torch.tensor([n], device=device or torch.device("cpu"), dtype=torch.long)
     sizes = [torch.zeros_like(size) for _ in range(world_size())]
     dist.all_gather(sizes, size)
     return [int(s.item()) for s in sizes]
 
 
-def _all_gather_padded(x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-    """all_gather along dim 0 allowing a different length on each rank."""
-    sizes = _gather_sizes(x.shape[0], x.device)
+def _all_gather_padded(x: torch.Tensor, sizes: list[int] | None = None) -> tuple[torch.Tensor, list[int]]:
+    """all_gather along dim 0 allowing a different length on each rank (``sizes``, if already
+    known, saves the size exchange)."""
+    if sizes is None:
+        sizes = gather_sizes(x.shape[0], x.device)
     n_max = max(sizes)
     if x.shape[0] < n_max:
         pad = x.new_zeros((n_max - x.shape[0], *x.shape[1:]))
@@ -53,39 +60,51 @@ class _GatherWithGrad(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        gathered, sizes = _all_gather_padded(x)
+    def forward(ctx, x: torch.Tensor, sizes: list[int] | None) -> torch.Tensor:  # type: ignore[override]
+        gathered, sizes = _all_gather_padded(x, sizes)
         ctx.sizes = sizes
         ctx.rank = dist.get_rank()
         return gathered
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        grad = grad.contiguous()
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        grad = grad.clone()  # all_reduce is in place: never write into autograd's buffer
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         start = sum(ctx.sizes[: ctx.rank])
-        return grad[start : start + ctx.sizes[ctx.rank]]
+        return grad[start : start + ctx.sizes[ctx.rank]], None
 
 
-def gather(x: torch.Tensor, with_grad: bool = False) -> torch.Tensor:
+def gather(x: torch.Tensor, with_grad: bool = False, sizes: list[int] | None = None) -> torch.Tensor:
     """Concatenate ``x`` from all ranks along dim 0, in rank order.
 
     ``with_grad=True`` keeps the autograd graph (gradients flow back to every rank's inputs).
+    ``sizes`` (every rank's length, from :func:`gather_sizes`) skips the size exchange.
     With a single process this returns ``x`` itself.
     """
     if not is_distributed():
         return x
     if with_grad and x.requires_grad:
-        return _GatherWithGrad.apply(x)
-    return _all_gather_padded(x.detach())[0]
+        return _GatherWithGrad.apply(x, sizes)
+    return _all_gather_padded(x.detach(), sizes)[0]
 
 
-def rank_offset(n_local: int, device: torch.device | None = None) -> int:
-    """Position of this rank's first row in a gathered tensor."""
+def gather_views(
+    views: Sequence[torch.Tensor], labels: torch.Tensor | None = None
+) -> tuple[list[torch.Tensor], torch.Tensor | None, int]:
+    """Gather V view tensors of shape (B, d) (with gradients) and optional labels (B,) from all
+    ranks: one size exchange, one gather of the stacked views, one of the labels.
+
+    Returns the global views (each (B_global, d), rank order), the global labels (or None) and
+    the position of this rank's first sample in them.
+    """
     if not is_distributed():
-        return 0
-    sizes = _gather_sizes(n_local, device or torch.device("cpu"))
-    return sum(sizes[: rank()])
+        return list(views), labels, 0
+    b = views[0].shape[0]
+    sizes = gather_sizes(b, views[0].device)
+    offset = sum(sizes[: rank()])
+    stacked = gather(torch.stack(list(views), 1), with_grad=True, sizes=sizes)  # (Bg, V, d)
+    global_labels = gather(labels, sizes=sizes) if labels is not None else None
+    return list(stacked.unbind(1)), global_labels, offset
 
 
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:

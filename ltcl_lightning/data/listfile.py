@@ -406,12 +406,17 @@ class ListFileDataModule(LongTailDataModule):
         return class_names_from_paths(self.train_file, self.num_classes, self.class_name_depth)
 
     # ----- datasets -----------------------------------------------------------------------------
+    def _view(self, view):
+        # the "eval" preset resizes (8/7) then centre-crops here: list-file images come in any size
+        if view == "eval":
+            return eval_transform(self.image_size, self.mean, self.std, resize=resize_for(self.image_size))
+        return build_view(view, self.image_size, self.mean, self.std)
+
+    def train_transform(self) -> MultiView:
+        return MultiView([self._view(v) for v in self.train_views])
+
     def eval_transform(self) -> MultiView:
-        if self.eval_view == "eval":
-            view = eval_transform(self.image_size, self.mean, self.std, resize=resize_for(self.image_size))
-        else:
-            view = build_view(self.eval_view, self.image_size, self.mean, self.std)
-        return MultiView([view])
+        return MultiView([self._view(self.eval_view)])
 
     def _dataset(self, lf: ListFile, transform) -> IndexedDataset:
         if self.verify and lf.source not in self._verified:

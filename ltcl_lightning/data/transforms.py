@@ -60,11 +60,14 @@ def crop_flip(size: int, mean=CIFAR_MEAN, std=CIFAR_STD, padding: int | None = N
 
 
 def autoaugment_cutout(size: int, mean=CIFAR_MEAN, std=CIFAR_STD) -> v2.Compose:
-    """ProCo/BalancedCL CIFAR classification view: crop+pad, flip, AutoAugment (CIFAR10 policy), Cutout 16 px.
+    """ProCo/BalancedCL CIFAR classification view: crop+pad, flip, AutoAugment (CIFAR10 policy),
+    Cutout 16 px, then normalisation.
 
     torchvision's AutoAugment CIFAR10 policy stands in for the DeepVoltaire copy of the official
-    code (same 25 sub-policies; fill 0 instead of 128). Cutout is a fixed-size RandomErasing of
-    (size/2)^2 pixels with value 0, applied after normalisation as in the official code.
+    code (same 25 sub-policies; fill 0 instead of 128). Cutout is a RandomErasing of a
+    (size/2)^2 square set to 0 on the [0, 1] tensor, before ``Normalize`` (a black hole), as the
+    official ``ToTensor -> Cutout -> Normalize``; the official hole's centre can sit near the
+    border (the hole is then clipped), RandomErasing keeps the whole square inside the image.
     """
     side = size // 2
     area = (side * side) / (size * size)
@@ -73,8 +76,10 @@ def autoaugment_cutout(size: int, mean=CIFAR_MEAN, std=CIFAR_STD) -> v2.Compose:
             v2.RandomCrop(size, padding=size // 8),
             v2.RandomHorizontalFlip(),
             v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
-            *_finish(mean, std),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
             v2.RandomErasing(p=1.0, scale=(area, area), ratio=(1.0, 1.0), value=0),
+            v2.Normalize(mean=list(mean), std=list(std)),
         ]
     )
 

@@ -92,3 +92,15 @@ def test_unknown_view_preset():
     dm = DigitsLTDataModule(train_views=["nope"])
     with pytest.raises(ValueError, match="unknown view preset 'nope'"):
         dm.setup("fit")
+
+
+def test_cutout_hole_is_black_before_normalisation():
+    from ltcl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, autoaugment_cutout
+
+    for seed in range(5):
+        torch.manual_seed(seed)
+        out = autoaugment_cutout(32)(torch.randint(1, 255, (3, 32, 32), dtype=torch.uint8))
+        # erasing after Normalize would leave a 16x16 square of exact zeros (the mean colour)
+        assert int((out == 0).all(0).sum()) == 0
+        raw = out * torch.tensor(CIFAR_STD)[:, None, None] + torch.tensor(CIFAR_MEAN)[:, None, None]
+        assert int((raw.abs() < 1e-6).all(0).sum()) >= 16 * 16  # black hole (plus any black padding)

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", default="1,2,3,4,5", help="few-shot split ids to average over")
     p.add_argument("--method", default=None, help="class path of the pre-training method, if the checkpoint lacks it")
     p.add_argument("--grouping", choices=["thirds", "threshold"], default="thirds", help="groups of the pre-training counts")
+    p.add_argument("--mean", type=float, nargs=3, default=None,
+                   help="input normalisation mean (default: the pre-training datamodule's, saved in the checkpoint)")
+    p.add_argument("--std", type=float, nargs=3, default=None, help="input normalisation std (as --mean)")
     p.add_argument("--epochs", type=int, default=500)
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--min-lr", type=float, default=1e-6)
@@ -149,12 +152,31 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _normalisation(args: argparse.Namespace, datamodule_hparams: dict) -> dict:
+    """mean/std of the probe's inputs: the command line, else the pre-training datamodule's
+    (features of a network trained on CIFAR-normalised inputs must see the same inputs)."""
+    out = {}
+    for key in ("mean", "std"):
+        value = getattr(args, key)
+        if value is None and datamodule_hparams.get(key) is not None:
+            value = datamodule_hparams[key]
+        if value is not None:
+            out[key] = tuple(float(v) for v in value)
+    if len(out) == 1:
+        raise ValueError("pass both --mean and --std, or neither")
+    if not out:
+        print("ltcl probe: the checkpoint records no input normalisation; using the CIFAR datamodule's "
+              "default (ImageNet mean/std). Pass --mean/--std if pre-training used others.", flush=True)
+    return out
+
+
 def run(args: argparse.Namespace) -> dict:
     progress = not args.no_progress
     device = _device(args.device)
     if args.epochs < 1 or args.batch_size < 1:
         raise ValueError(f"--epochs and --batch-size must be >= 1, got {args.epochs}, {args.batch_size}")
-    backbone, pretrain_counts, num_classes, _ = load_pretrained(args.checkpoint, args.method)
+    backbone, pretrain_counts, num_classes, hparams = load_pretrained(args.checkpoint, args.method)
+    norm = _normalisation(args, hparams.get("_datamodule", {}))
     if num_classes not in _DATAMODULES:
         raise ValueError(f"the checkpoint has {num_classes} classes; this protocol covers CIFAR-10 / CIFAR-100 only")
     splits_dir = Path(args.splits_dir) if args.splits_dir else _REPO.parent / "shared" / "splits" / f"cifar{num_classes}"
@@ -163,7 +185,9 @@ def run(args: argparse.Namespace) -> dict:
     sets = probe_sets(splits_dir, shots, split_ids)
     groups = class_groups(pretrain_counts, args.grouping)
 
-    dm = _DATAMODULES[num_classes](data_dir=args.data_dir, split_file=str(sets[shots[0]][0][1]), num_workers=args.num_workers)
+    dm = _DATAMODULES[num_classes](
+        data_dir=args.data_dir, split_file=str(sets[shots[0]][0][1]), num_workers=args.num_workers, **norm
+    )
     train_base, test_base = dm.train_base, dm.test_base
     train_labels = np.asarray(train_base.targets, dtype=np.int64)
     indices = {name: load_index_file(str(path), len(train_labels)) for files in sets.values() for name, path in files}

@@ -15,6 +15,8 @@ import torch
 
 from ltcl_lightning.data.boosted import BoostedCIFAR100LTDataModule
 from ltcl_lightning.data.longtail import class_counts_from_profile
+from ltcl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD
+from ltcl_lightning.methods.linear_probe import load_pretrained
 from ltcl_lightning.methods.boosted_cl import BoostedCL
 from ltcl_lightning.probe import main, train_linear
 
@@ -51,7 +53,7 @@ def test_probe_command_end_to_end(small_cifar100, splits_dir, tmp_path):
     pre = np.concatenate([np.flatnonzero(labels == c)[:n] for c, n in enumerate(perm_counts)])
     np.save(tmp_path / "pre.npy", pre.astype(np.int64))
     dm = BoostedCIFAR100LTDataModule(data_dir=small_cifar100, split_file=str(tmp_path / "pre.npy"), batch_size=32,
-                                     num_workers=0)
+                                     num_workers=0, mean=CIFAR_MEAN, std=CIFAR_STD)
     model = BoostedCL(num_classes=100, backbone="tiny", class_counts=perm_counts, proj_hidden_dim=32, proj_dim=16)
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, accelerator="cpu", devices=1,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -59,6 +61,9 @@ def test_probe_command_end_to_end(small_cifar100, splits_dir, tmp_path):
     trainer.fit(model, dm)
     ckpt = tmp_path / "bcl.ckpt"
     trainer.save_checkpoint(ckpt)
+    # the probe must feed the backbone inputs normalised as in pre-training
+    saved_dm = load_pretrained(str(ckpt))[3]["_datamodule"]
+    assert tuple(saved_dm["mean"]) == CIFAR_MEAN and tuple(saved_dm["std"]) == CIFAR_STD
 
     sd = tmp_path / "splits"
     sd.mkdir()
@@ -112,3 +117,17 @@ def test_train_linear_follows_the_official_schedule_and_learns():
     # lrs[0]: the scheduler's constructor; then the lr in effect during each epoch, stepped after it
     np.testing.assert_allclose(lrs[1:], [1e-2 * gamma**e for e in range(30)], rtol=1e-9)
     assert (clf(x).argmax(1) == y).float().mean() == 1.0
+
+
+def test_probe_normalisation_precedence():
+    from argparse import Namespace
+
+    from ltcl_lightning.probe import _normalisation
+
+    saved = {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]}
+    assert _normalisation(Namespace(mean=None, std=None), saved) == {"mean": (0.1, 0.2, 0.3), "std": (0.4, 0.5, 0.6)}
+    cli = Namespace(mean=[0.5, 0.5, 0.5], std=[0.2, 0.2, 0.2])
+    assert _normalisation(cli, saved) == {"mean": (0.5, 0.5, 0.5), "std": (0.2, 0.2, 0.2)}
+    assert _normalisation(Namespace(mean=None, std=None), {}) == {}
+    with pytest.raises(ValueError, match="both --mean and --std"):
+        _normalisation(Namespace(mean=[0.5] * 3, std=None), {})

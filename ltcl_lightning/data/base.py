@@ -87,6 +87,8 @@ class LongTailDataModule(pl.LightningDataModule):
         image once per epoch, ``class_balanced`` / ``sqrt`` class-aware; all seeded by ``seed``
         and the epoch, and sharded by rank so that Lightning does not wrap them under DDP."""
         super().__init__()
+        # saved in checkpoints (datamodule_hyper_parameters): a probe re-uses the input normalisation
+        self.save_hyperparameters()
         if sampler not in ("instance", "class_balanced", "sqrt"):
             raise ValueError(f"sampler must be 'instance', 'class_balanced' or 'sqrt', got {sampler!r}")
         if batch_size < 1:

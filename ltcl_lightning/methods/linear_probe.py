@@ -95,6 +95,8 @@ def load_pretrained(checkpoint: str, method: str | None = None) -> tuple[nn.Modu
     backbone.eval()
     for p in backbone.parameters():
         p.requires_grad_(False)
+    # the pre-training datamodule's arguments (input normalisation), saved by LongTailDataModule
+    hparams["_datamodule"] = dict(ckpt.get("datamodule_hyper_parameters") or {})
     return backbone, torch.as_tensor(counts, dtype=torch.long).clone(), num_classes, hparams
 
 

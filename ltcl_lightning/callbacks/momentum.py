@@ -137,6 +137,13 @@ class MomentumWeightUpdate(pl.Callback):
     # ----- hooks --------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._check_module(pl_module)
+        module_beta = getattr(pl_module, "momentum_beta", None)
+        if module_beta is not None and float(module_beta) != self.beta:
+            # two sources for one number: refuse rather than let the callback's silently win
+            raise ValueError(
+                f"MomentumWeightUpdate(beta={self.beta}) disagrees with the model's momentum_beta={module_beta}; "
+                "set the same value in both (or drop the callback from trainer.callbacks: the model adds one)."
+            )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # a resume (mid-epoch too) skips the epoch-end publication that produced these weights

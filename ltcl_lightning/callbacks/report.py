@@ -39,6 +39,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
 from ltcl_lightning.data.longtail import GROUP_NAMES, class_groups
+from ltcl_lightning.utils import dist
 
 
 def most_confused_pairs(preds: torch.Tensor, target: torch.Tensor, num_classes: int, k: int) -> list[tuple[int, int, int, float]]:
@@ -231,7 +232,10 @@ class LongTailReport(pl.Callback):
     def _collect_confusion(self, pl_module, metric, prefix: str) -> None:
         if self.top_confused == 0 or metric is None or not hasattr(metric, "predictions"):
             return
-        if isinstance(getattr(metric, "index", None), list) and len(metric.index) == 0:
+        # decide on the global count: a local early return before the collective below could
+        # leave the other ranks waiting in it
+        local = len(metric.index) if isinstance(getattr(metric, "index", None), list) else 1
+        if int(dist.all_reduce_sum(torch.tensor([local], device=pl_module.device))) == 0:
             return
         # the metric's states are per-rank until synced; sync_context gathers them (on every rank,
         # a collective) and restores the local state afterwards for the module's own compute()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ltcl_lightning.callbacks.momentum import MomentumWeightUpdate, momentum_update_, momentum_weights
+from ltcl_lightning.callbacks.momentum import STATE_BUFFERS, MomentumWeightUpdate, momentum_update_, momentum_weights
 
 BETA = 0.97
 
@@ -133,3 +133,10 @@ def test_callback_errors_are_explicit():
         cb.on_train_batch_end(trainer, Module(3), {"index": torch.tensor([5]), "per_sample_loss": torch.tensor([1.0])}, None, 0)
     with pytest.raises(ValueError, match="beta"):
         MomentumWeightUpdate(1.0)
+
+
+def test_callback_and_model_beta_must_agree():
+    model = SimpleNamespace(momentum_beta=0.9, **{b: torch.zeros(3) for b in STATE_BUFFERS})
+    with pytest.raises(ValueError, match="disagrees with the model's momentum_beta=0.9"):
+        MomentumWeightUpdate(0.97).setup(SimpleNamespace(), model, "fit")
+    MomentumWeightUpdate(0.9).setup(SimpleNamespace(), model, "fit")  # same value: fine

@@ -8,6 +8,7 @@ A method implements :meth:`training_loss` (and, if supervised, :meth:`classify`)
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Iterable
 
 import lightning.pytorch as pl
@@ -22,6 +23,8 @@ from ltcl_lightning.modules.backbones import build_backbone
 from ltcl_lightning.optim.schedules import LRSchedule, WarmupCosine
 
 OptimizerCallable = Callable[[Iterable], Optimizer]
+
+_BEST_KEYS = ("acc", "mean_class_acc", *GROUP_NAMES, "group_std")
 
 
 def default_sgd(params: Iterable) -> Optimizer:
@@ -69,8 +72,9 @@ class LongTailMethod(pl.LightningModule):
         if class_counts is not None:
             counts = self._check_counts(class_counts)
         self.register_buffer("class_counts", counts)
-        # best-epoch tracking survives a resume (published ProCo / BalancedCL numbers are best-epoch)
-        self.register_buffer("best_val_acc", torch.tensor(-1.0))
+        # best-epoch numbers survive a resume (published ProCo / BalancedCL numbers are
+        # best-epoch): [epoch, acc, mean_class_acc, many, medium, few, group_std]; epoch -1 = none yet
+        self.register_buffer("best_val", torch.tensor([-1.0] + [0.0] * 6, dtype=torch.float64))
         self.probe = nn.Linear(self.feat_dim, num_classes) if self.uses_online_probe else None
         self.last_eval: dict[str, dict[str, Any]] = {}
 
@@ -194,10 +198,17 @@ class LongTailMethod(pl.LightningModule):
         res = self._log_eval(self.val_metric, "val")
         if self.trainer.sanity_checking:
             return
-        if res["acc"] > float(self.best_val_acc):
-            self.best_val_acc.fill_(res["acc"])
-            self.last_eval["val_best"] = res
-        self.log("val/acc_best", float(self.best_val_acc))
+        if self.best_val[0] < 0 or res["acc"] > float(self.best_val[1]):
+            self.best_val.copy_(torch.tensor([res["epoch"], *(res[k] for k in _BEST_KEYS)], dtype=torch.float64))
+        self.last_eval["val_best"] = self._best_eval()
+        self.log("val/acc_best", float(self.best_val[1]))
+
+    def _best_eval(self) -> dict[str, Any]:
+        return {"epoch": int(self.best_val[0]), **{k: float(v) for k, v in zip(_BEST_KEYS, self.best_val[1:])}}
+
+    def on_fit_start(self) -> None:
+        if self.best_val[0] >= 0:  # resumed: the best epoch so far is known without re-evaluating it
+            self.last_eval["val_best"] = self._best_eval()
 
     def on_test_epoch_end(self) -> None:
         self._log_eval(self.test_metric, "test")
@@ -214,8 +225,18 @@ class LongTailMethod(pl.LightningModule):
     def configure_optimizers(self):
         optimizer = self.optimizer_fn(self.parameter_groups())
         trainer = self.trainer
-        max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
-        total = trainer.estimated_stepping_batches
-        steps_per_epoch = max(1, int(total // max_epochs)) if total != float("inf") else 1
+        total = trainer.estimated_stepping_batches  # also sets up the training loader
+        if total == float("inf"):
+            raise ValueError("the schedule needs a finite run: set trainer.max_epochs or trainer.max_steps")
+        if trainer.num_training_batches == float("inf"):
+            # estimated_stepping_batches returns max_steps without building the loader when
+            # max_epochs is unset; the epoch length is needed for schedules given in epochs
+            trainer.fit_loop.setup_data()
+        batches = trainer.num_training_batches
+        steps_per_epoch = max(1, math.ceil(batches / trainer.accumulate_grad_batches)) if batches != float("inf") else int(total)
+        if trainer.max_epochs is not None and trainer.max_epochs > 0:
+            max_epochs = trainer.max_epochs
+        else:  # max_steps only: the schedule (in epochs) spans the epochs those steps cover
+            max_epochs = max(1, math.ceil(total / steps_per_epoch))
         scheduler = self.lr_schedule.build(optimizer, steps_per_epoch, max_epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

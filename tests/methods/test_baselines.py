@@ -63,3 +63,33 @@ def test_logit_adjusted_ce_uses_prior(tmp_path):
     _trainer(tmp_path, fast_dev_run=True).fit(model, dm)
     prior = torch.tensor(dm.class_counts, dtype=torch.float64)
     torch.testing.assert_close(model.class_prior, prior / prior.sum())
+
+
+def test_schedule_epochs_follow_the_loader_with_max_steps_only(tmp_path):
+    """max_steps without max_epochs: an epoch is still len(loader) steps (585 images / 128 = 5)."""
+    from ltcl_lightning.optim.schedules import WarmupCosine
+
+    model = SimCLR(10, backbone="tiny", lr_schedule=WarmupCosine(warmup_epochs=1),
+                   optimizer=lambda p: torch.optim.SGD(p, lr=0.4))
+    trainer = _trainer(tmp_path, max_steps=6, limit_val_batches=0, num_sanity_val_steps=0)
+    trainer.fit(model, DigitsLTDataModule(batch_size=128))
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    # warm-up 5 steps, 2 epochs = 10 steps in all; after 6 steps: cosine at (6 - 5) / (10 - 5 - 1)
+    import math
+
+    assert lr == pytest.approx(0.4 * 0.5 * (1 + math.cos(math.pi * 0.25)))
+
+
+def test_best_epoch_survives_resume(tmp_path):
+    dm = DigitsLTDataModule(batch_size=128)
+    model = CrossEntropy(10, backbone="tiny")
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
+                         callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)])
+    trainer.fit(model, dm)
+    best = dict(model.last_eval["val_best"])
+    resumed = CrossEntropy(10, backbone="tiny")
+    trainer2 = _trainer(tmp_path, max_epochs=2)
+    trainer2.fit(resumed, dm, ckpt_path=str(tmp_path / "last.ckpt"))  # nothing left to train
+    assert resumed.last_eval["val_best"]["epoch"] == best["epoch"]
+    assert resumed.last_eval["val_best"]["acc"] == pytest.approx(best["acc"])
+    assert resumed.last_eval["val_best"]["few"] == pytest.approx(best["few"])

@@ -164,6 +164,12 @@ class LongTailMethod(pl.LightningModule):
                 step_out[k] = v.detach()
         return step_out
 
+    def callbacks_unless_listed(self, *callbacks: pl.Callback) -> list[pl.Callback]:
+        """For ``configure_callbacks``: the given callbacks whose type the trainer does not list
+        already (a method adds the callbacks its state needs; a user-listed one wins)."""
+        listed = tuple(type(c) for c in (self._trainer.callbacks if self._trainer is not None else []))
+        return [c for c in callbacks if not isinstance(c, listed)]
+
     def report_state(self) -> dict[str, Any]:
         """Method-specific state shown once per epoch by the report callback. Conventions:
         ``{'mask_density': {layer_name: float, ..., 'overall': float}}`` (SDCLR),

@@ -90,10 +90,7 @@ class MomentumBoosted:
             self.sample_target.copy_(torch.as_tensor(train.targets, dtype=torch.long))
 
     def momentum_callbacks(self) -> list:
-        trainer = self._trainer
-        if trainer is not None and any(isinstance(c, MomentumWeightUpdate) for c in trainer.callbacks):
-            return []
-        return [MomentumWeightUpdate(self.momentum_beta)]
+        return self.callbacks_unless_listed(MomentumWeightUpdate(self.momentum_beta))
 
     def report_state(self) -> dict[str, Any]:
         return {"sample_weight": self.sample_weight.detach().cpu(), "sample_target": self.sample_target.detach().cpu()}

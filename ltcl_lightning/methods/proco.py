@@ -84,10 +84,7 @@ class ProCo(TwoBranchMethod):
         one, so the window cannot be forgotten when the method is used from Python."""
         from ltcl_lightning.callbacks.vmf import VMFEstimation
 
-        trainer = self._trainer
-        if trainer is not None and any(isinstance(c, VMFEstimation) for c in trainer.callbacks):
-            return []
-        return [VMFEstimation()]
+        return self.callbacks_unless_listed(VMFEstimation())
 
     # ----- loss ----------------------------------------------------------------------------------
     def view_loss(self, z: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -146,7 +146,4 @@ class SDCLR(LongTailMethod):
         masks cannot be forgotten; configure its period by listing it in ``trainer.callbacks``."""
         from ltcl_lightning.callbacks.pruning import MaskRepruning
 
-        trainer = self._trainer
-        if trainer is not None and any(isinstance(c, MaskRepruning) for c in trainer.callbacks):
-            return []
-        return [MaskRepruning()]
+        return self.callbacks_unless_listed(MaskRepruning())

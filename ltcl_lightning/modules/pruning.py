@@ -29,6 +29,20 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
+def _conv_like(cls: type, conv: nn.Conv2d) -> nn.Conv2d:
+    """A ``cls`` convolution with ``conv``'s geometry sharing its Parameter objects, so a
+    converted model keeps its weights (and the optimiser's references to them)."""
+    new = cls(
+        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+        conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
+        device=conv.weight.device, dtype=conv.weight.dtype,
+    )
+    new.weight = conv.weight
+    if conv.bias is not None:
+        new.bias = conv.bias
+    return new
+
+
 class MaskedConv2d(nn.Conv2d):
     """``nn.Conv2d`` with a binary weight mask used only when ``self.pruned`` is True."""
 
@@ -42,16 +56,7 @@ class MaskedConv2d(nn.Conv2d):
     def from_conv(cls, conv: nn.Conv2d) -> "MaskedConv2d":
         if type(conv) is not nn.Conv2d:
             raise TypeError(f"can only convert a plain nn.Conv2d, got {type(conv).__name__}")
-        new = cls(
-            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-            conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
-            device=conv.weight.device, dtype=conv.weight.dtype,
-        )
-        # share the Parameter objects so a converted model keeps its weights (and optimiser refs)
-        new.weight = conv.weight
-        if conv.bias is not None:
-            new.bias = conv.bias
-        return new
+        return _conv_like(cls, conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pruned:
@@ -171,15 +176,7 @@ def to_dense(module: nn.Module) -> nn.Module:
     if isinstance(module, DualBatchNorm):
         return module.bn_list[0]
     if isinstance(module, MaskedConv2d):
-        conv = nn.Conv2d(
-            module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
-            module.dilation, module.groups, module.bias is not None, module.padding_mode,
-            device=module.weight.device, dtype=module.weight.dtype,
-        )
-        conv.weight = module.weight
-        if module.bias is not None:
-            conv.bias = module.bias
-        return conv
+        return _conv_like(nn.Conv2d, module)
     for name, child in list(module.named_children()):
         new = to_dense(child)
         if new is not child:

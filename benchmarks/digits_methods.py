@@ -18,7 +18,7 @@ import lightning.pytorch as pl
 import torch
 from torchvision.transforms import v2
 
-from ltcl_lightning.callbacks.summary import format_table
+from ltcl_lightning.longtail import format_table
 from ltcl_lightning.data.boosted import BoostedDataModuleMixin, _boosted_init
 from ltcl_lightning.data.digits import DigitsLTDataModule
 from ltcl_lightning.methods import CrossEntropy, SDCLR, BalancedCL, BoostedCL, ProCo, SimCLR, SupCon

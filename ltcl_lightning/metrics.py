@@ -13,7 +13,7 @@ from torchmetrics import Metric
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_confusion_matrix
 from torchmetrics.utilities import dim_zero_cat
 
-from ltcl_lightning.data.longtail import GROUP_NAMES
+from ltcl_lightning.longtail import GROUP_NAMES, group_means
 
 
 def summarize(per_class: torch.Tensor, support: torch.Tensor, groups: torch.Tensor) -> dict[str, float]:
@@ -21,15 +21,10 @@ def summarize(per_class: torch.Tensor, support: torch.Tensor, groups: torch.Tens
     empty group reports 0 as in the reference code) and the population std of the three group
     means (the SSL papers' balancedness figure; groups that are empty are left out of it)."""
     present = support > 0
+    means = group_means(per_class, groups, valid=present)
     out: dict[str, float] = {"mean_class_acc": float(per_class[present].mean()) if present.any() else 0.0}
-    means = []
-    for g, name in enumerate(GROUP_NAMES):
-        sel = present & (groups == g)
-        val = float(per_class[sel].mean()) if sel.any() else 0.0
-        out[name] = val
-        if sel.any():
-            means.append(val)
-    out["group_std"] = float(torch.tensor(means, dtype=torch.float64).std(unbiased=False)) if means else 0.0
+    out.update({name: means.get(name, 0.0) for name in GROUP_NAMES})
+    out["group_std"] = float(torch.tensor(list(means.values()), dtype=torch.float64).std(unbiased=False)) if means else 0.0
     return out
 
 

@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ltcl_lightning.callbacks.summary import format_table
 from ltcl_lightning.data.base import IndexedDataset
 from ltcl_lightning.data.cifar import CIFAR10LTDataModule, CIFAR100LTDataModule
-from ltcl_lightning.data.longtail import GROUP_NAMES, class_groups, load_index_file
+from ltcl_lightning.data.longtail import load_index_file
+from ltcl_lightning.longtail import GROUP_NAMES, class_groups, format_table
 from ltcl_lightning.methods.linear_probe import load_pretrained
 from ltcl_lightning.metrics import LongTailAccuracy
 

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ltcl_lightning.data.longtail import GROUP_NAMES
+from ltcl_lightning.longtail import GROUP_NAMES
 from ltcl_lightning.metrics import summarize
 
 #: Columns of the per-class CSV (one row per class per evaluation).

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from ltcl_lightning.data.longtail import GROUP_NAMES, class_counts_from_profile, class_groups
+from ltcl_lightning.data.longtail import class_counts_from_profile
+from ltcl_lightning.longtail import GROUP_NAMES, class_groups
 from ltcl_lightning.metrics import summarize
 from ltcl_lightning.report import main, read_per_class, write_per_class_rows
 

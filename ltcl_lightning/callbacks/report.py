@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
-from ltcl_lightning.data.longtail import GROUP_NAMES, class_groups
+from ltcl_lightning.longtail import GROUP_NAMES, group_means
 from ltcl_lightning.utils import dist
 
 
@@ -146,15 +146,6 @@ class LongTailReport(pl.Callback):
             return [str(c) for c in range(num_classes)]
         return [str(n) for n in names]
 
-    @staticmethod
-    def _groups(pl_module, counts: torch.Tensor) -> torch.Tensor:
-        metric = getattr(pl_module, "val_metric", None)
-        if metric is None:
-            metric = getattr(pl_module, "test_metric", None)
-        if metric is not None and hasattr(metric, "groups"):
-            return metric.groups.cpu()
-        return class_groups(counts, getattr(pl_module, "grouping", "threshold"))
-
     def per_class_rows(self, trainer, pl_module, prefix: str) -> list[list]:
         """Rows ``[class_index, class_name, train_count, group, accuracy, support]`` of the
         evaluation in ``pl_module.last_eval[prefix]``, in class-index order."""
@@ -165,7 +156,7 @@ class LongTailReport(pl.Callback):
         counts = pl_module.class_counts.long().cpu() if hasattr(pl_module, "class_counts") else torch.zeros(c, dtype=torch.long)
         if counts.numel() != c:
             raise ValueError(f"last_eval['{prefix}'] has {c} classes but the module's class_counts has {counts.numel()}")
-        groups = self._groups(pl_module, counts)
+        groups = pl_module.class_group.cpu()
         names = self._class_names(trainer, c)
         return [
             [i, names[i], int(counts[i]), GROUP_NAMES[int(groups[i])], float(acc[i]), int(support[i])]
@@ -304,13 +295,10 @@ class LongTailReport(pl.Callback):
                     f"({num_classes},) per-class tensor, or 'sample_weight' + 'sample_target' (see LongTailMethod.report_state)."
                 )
         if counts is not None and counts.sum() > 0:
-            groups = class_groups(torch.from_numpy(counts), getattr(pl_module, "grouping", "threshold")).numpy()
             for key, vals in per_class.items():
                 scalars[f"state/{key}_corr_log_count"] = _corr_with_log_count(vals, counts)
-                for g, gname in enumerate(GROUP_NAMES):
-                    sel = (groups == g) & np.isfinite(vals)
-                    if sel.any():
-                        scalars[f"state/{key}_{gname}"] = float(vals[sel].mean())
+                for gname, mean in group_means(vals, pl_module.class_group, valid=np.isfinite(vals)).items():
+                    scalars[f"state/{key}_{gname}"] = mean
         scalars = {k: v for k, v in scalars.items() if not math.isnan(v)}
         figs = {}
         if per_class and counts is not None and any(isinstance(lg, (WandbLogger, TensorBoardLogger)) for lg in trainer.loggers):

@@ -5,16 +5,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_only
 
-from ltcl_lightning.data.longtail import GROUP_NAMES
-
-
-def format_table(rows: dict[str, dict]) -> str:
-    cols = ["acc", *GROUP_NAMES, "group_std"]
-    head = f"{'':<22}" + "".join(f"{c:>10}" for c in ["overall", "many", "medium", "few", "std"])
-    lines = [head, "-" * len(head)]
-    for name, res in rows.items():
-        lines.append(f"{name:<22}" + "".join(f"{100 * float(res[c]):>10.2f}" for c in cols))
-    return "\n".join(lines)
+from ltcl_lightning.longtail import format_table
 
 
 class LongTailSummary(pl.Callback):

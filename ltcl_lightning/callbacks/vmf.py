@@ -11,7 +11,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import torch
 
-from ltcl_lightning.data.longtail import GROUP_NAMES, class_groups
+from ltcl_lightning.longtail import group_means
 
 
 class VMFEstimation(pl.Callback):
@@ -41,9 +41,6 @@ class VMFEstimation(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         kappa = self._estimator(pl_module).kappa().detach().double().cpu()
-        groups = class_groups(pl_module.class_counts.cpu(), pl_module.grouping)
-        for g, name in enumerate(GROUP_NAMES):
-            sel = groups == g
-            if sel.any():
-                pl_module.log(f"vmf/kappa_{name}", float(kappa[sel].mean()))
+        for name, mean in group_means(kappa, pl_module.class_group).items():
+            pl_module.log(f"vmf/kappa_{name}", mean)
         pl_module.log("vmf/kappa_median", float(torch.median(kappa)))

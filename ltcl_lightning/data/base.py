@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ltcl_lightning.data.longtail import GROUP_NAMES, Grouping, class_groups
 from ltcl_lightning.data.samplers import build_sampler
 from ltcl_lightning.data.transforms import MultiView, View, build_view
+from ltcl_lightning.longtail import GROUP_NAMES, Grouping, class_groups
 
 
 class IndexedDataset(Dataset):
@@ -146,12 +146,9 @@ class LongTailDataModule(pl.LightningDataModule):
     def class_names(self) -> list[str]:
         return self.class_names_list()
 
-    def groups(self, grouping: Grouping = "threshold") -> torch.Tensor:
-        """Group id of each class (0 Many, 1 Medium, 2 Few) under the named grouping."""
-        return class_groups(self.class_counts, grouping)
-
     def group_sizes(self, grouping: Grouping = "threshold") -> dict[str, int]:
-        g = self.groups(grouping)
+        """Number of classes in each of Many / Medium / Few under the named grouping."""
+        g = class_groups(self.class_counts, grouping)
         return {name: int((g == i).sum()) for i, name in enumerate(GROUP_NAMES)}
 
     # ----- transforms and loaders ---------------------------------------------------------

@@ -1,7 +1,8 @@
-"""Long-tail toolkit: imbalance profiles, seeded subset selection, Many/Medium/Few groups.
+"""Long-tail data: imbalance profiles, seeded subset selection, published index files (the
+Many / Medium / Few vocabulary is in :mod:`ltcl_lightning.longtail`).
 
-Pure numpy / torch: no model, loss or Lightning import (see STYLE.md).
-Specification: ``shared/specs/data_and_eval.md`` sections 1 and 2.
+Pure numpy: no model, loss or Lightning import (see STYLE.md).
+Specification: ``shared/specs/data_and_eval.md`` section 1.
 """
 
 from __future__ import annotations
@@ -10,13 +11,8 @@ import math
 from typing import Literal, Sequence
 
 import numpy as np
-import torch
 
 Profile = Literal["exp", "step"]
-Grouping = Literal["threshold", "thirds"]
-
-#: Group ids used everywhere (metrics, reports): 0 = Many/Major, 1 = Medium/Moderate, 2 = Few/Minor.
-GROUP_NAMES: tuple[str, str, str] = ("many", "medium", "few")
 
 
 def class_counts_from_profile(
@@ -109,28 +105,3 @@ def load_index_file(path: str, dataset_size: int) -> np.ndarray:
             "a subset must list every image at most once."
         )
     return arr.astype(np.int64)
-
-
-def class_groups(counts: Sequence[int] | torch.Tensor, grouping: Grouping = "threshold") -> torch.Tensor:
-    """Group id (0 Many, 1 Medium, 2 Few) of every class from its training count.
-
-    threshold (OLTR): Many > 100, Medium 20..100, Few < 20.
-    thirds (SDCLR/BCL): sort by count (ties by class index); Few/Minor = smallest floor(C/3),
-    Medium/Moderate = next floor(C/3), Many/Major = the rest (100 classes: 34/33/33).
-    """
-    counts_t = torch.as_tensor(counts, dtype=torch.long)
-    if grouping == "threshold":
-        groups = torch.full_like(counts_t, 1)
-        groups[counts_t > 100] = 0
-        groups[counts_t < 20] = 2
-        return groups
-    if grouping == "thirds":
-        c = len(counts_t)
-        third = c // 3
-        # ascending by count, ties by class index (stable sort on the counts)
-        order = torch.as_tensor(np.argsort(counts_t.numpy(), kind="stable"))
-        groups = torch.zeros_like(counts_t)
-        groups[order[:third]] = 2
-        groups[order[third : 2 * third]] = 1
-        return groups
-    raise ValueError(f"unknown grouping {grouping!r}: expected 'threshold' or 'thirds'")

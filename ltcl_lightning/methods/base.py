@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.optim import Optimizer
 
-from ltcl_lightning.data.longtail import GROUP_NAMES, Grouping, class_groups
+from ltcl_lightning.longtail import GROUP_NAMES, Grouping, class_groups
 from ltcl_lightning.metrics import LongTailAccuracy
 from ltcl_lightning.modules.backbones import build_backbone
 from ltcl_lightning.optim.schedules import LRSchedule, WarmupCosine
@@ -25,6 +25,11 @@ from ltcl_lightning.optim.schedules import LRSchedule, WarmupCosine
 OptimizerCallable = Callable[[Iterable], Optimizer]
 
 _BEST_KEYS = ("acc", "mean_class_acc", *GROUP_NAMES, "group_std")
+
+
+def _regroup(module: "LongTailMethod", *_) -> None:
+    """Recompute the class groups from the class counts (also a ``load_state_dict`` post-hook)."""
+    module.class_group.copy_(class_groups(module.class_counts, module.grouping))
 
 
 def default_sgd(params: Iterable) -> Optimizer:
@@ -68,10 +73,11 @@ class LongTailMethod(pl.LightningModule):
         self.probe_lr = probe_lr
         self.backbone = self.build_backbone(backbone)
         self.feat_dim: int = self.backbone.out_dim
-        counts = torch.zeros(num_classes, dtype=torch.long)
-        if class_counts is not None:
-            counts = self._check_counts(class_counts)
+        counts = self._check_counts(class_counts) if class_counts is not None else torch.zeros(num_classes, dtype=torch.long)
         self.register_buffer("class_counts", counts)
+        # Many / Medium / Few id of every class, derived from class_counts whenever they change
+        self.register_buffer("class_group", class_groups(counts, grouping), persistent=False)
+        self.register_load_state_dict_post_hook(_regroup)
         # best-epoch numbers survive a resume (published ProCo / BalancedCL numbers are
         # best-epoch): [epoch, acc, mean_class_acc, many, medium, few, group_std]; epoch -1 = none yet
         self.register_buffer("best_val", torch.tensor([-1.0] + [0.0] * 6, dtype=torch.float64))
@@ -127,6 +133,7 @@ class LongTailMethod(pl.LightningModule):
                 data_counts = self._check_counts(dm.class_counts).to(self.class_counts.device)
                 if int(self.class_counts.sum()) == 0:
                     self.class_counts.copy_(data_counts)
+                    _regroup(self)
                 elif not torch.equal(self.class_counts, data_counts):
                     raise ValueError(
                         "class_counts given to the model differ from the datamodule's training counts "
@@ -138,9 +145,11 @@ class LongTailMethod(pl.LightningModule):
                 "class_counts are unknown: pass class_counts= (or a datamodule) so that Many / Medium / "
                 "Few groups can be formed."
             )
-        groups = class_groups(self.class_counts.cpu(), self.grouping)
-        self.val_metric = LongTailAccuracy(self.num_classes, groups).to(self.device)
-        self.test_metric = LongTailAccuracy(self.num_classes, groups).to(self.device)
+        self.build_metrics()
+
+    def build_metrics(self) -> None:
+        self.val_metric = LongTailAccuracy(self.num_classes, self.class_group).to(self.device)
+        self.test_metric = LongTailAccuracy(self.num_classes, self.class_group).to(self.device)
 
     # ----- training ----------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:

@@ -26,9 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ltcl_lightning.data.longtail import Grouping, class_groups
+from ltcl_lightning.longtail import Grouping
 from ltcl_lightning.methods.base import LongTailMethod, OptimizerCallable
-from ltcl_lightning.metrics import LongTailAccuracy
 from ltcl_lightning.modules.backbones import build_backbone
 from ltcl_lightning.optim.schedules import ExponentialDecay, LRSchedule
 
@@ -155,9 +154,7 @@ class LinearProbe(LongTailMethod):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and getattr(dm, "num_classes", self.num_classes) != self.num_classes:
             raise ValueError(f"num_classes={self.num_classes} but the datamodule has {dm.num_classes} classes")
-        groups = class_groups(self.class_counts.cpu(), self.grouping)
-        self.val_metric = LongTailAccuracy(self.num_classes, groups).to(self.device)
-        self.test_metric = LongTailAccuracy(self.num_classes, groups).to(self.device)
+        self.build_metrics()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ltcl_lightning.callbacks.report import LongTailReport, most_confused_pairs
 from ltcl_lightning.data.digits import DigitsLTDataModule
-from ltcl_lightning.data.longtail import GROUP_NAMES, class_groups
+from ltcl_lightning.longtail import GROUP_NAMES, class_groups
 from ltcl_lightning.methods.ce import CrossEntropy
 from ltcl_lightning.metrics import LongTailAccuracy
 

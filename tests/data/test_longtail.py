@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ltcl_lightning.data.longtail import class_counts_from_profile, class_groups, load_index_file, select_longtail_indices
+from ltcl_lightning.data.longtail import class_counts_from_profile, load_index_file, select_longtail_indices
+from ltcl_lightning.longtail import class_groups
 
 
 @pytest.mark.parametrize(

@@ -187,7 +187,7 @@ def test_vmf_callback_is_added_once_swaps_each_epoch_and_logs_kappa_by_group(tmp
     # old = epoch 0 (2 steps) + epoch 1 (2 steps), 2 contrastive views of 16 images per step
     assert float(model.estimator.count_old.sum()) == 4 * 16 * 2
     kappa = model.estimator.kappa().double()
-    from ltcl_lightning.data.longtail import class_groups
+    from ltcl_lightning.longtail import class_groups
 
     groups = class_groups(model.class_counts, model.grouping)
     for g, name in enumerate(("many", "medium", "few")):

@@ -1,6 +1,6 @@
 """The self-supervised evaluation protocol of SDCLR / BoostedCL in one command.
 
-    python -m ltcl_lightning.probe CHECKPOINT --data-dir data [--splits-dir ../shared/splits/cifar100]
+    python -m ltcl_lightning.probe CHECKPOINT --data-dir data [--splits-dir MY_SPLITS/]
     ltcl probe CHECKPOINT ...            (same arguments)
 
 Spec: ``data_and_eval.md`` section 3, ``boosted_cl.md`` section e. The frozen backbone's pooled
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ltcl_lightning import splits
 from ltcl_lightning.data.base import IndexedDataset
 from ltcl_lightning.data.cifar import CIFAR10LTDataModule, CIFAR100LTDataModule
 from ltcl_lightning.data.longtail import load_index_file
@@ -40,7 +41,6 @@ from ltcl_lightning.methods.linear_probe import load_pretrained
 from ltcl_lightning.metrics import LongTailAccuracy
 
 _DATAMODULES = {100: CIFAR100LTDataModule, 10: CIFAR10LTDataModule}
-_REPO = Path(__file__).resolve().parents[1]
 METRIC_KEYS = ("acc", *GROUP_NAMES, "group_std")
 
 
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a .ckpt written by `ltcl fit` (SimCLR, SDCLR, BoostedCL, SupCon, ...)")
     p.add_argument("--data-dir", default="data", help="folder with cifar-100-python/ (or cifar-10-batches-py/)")
     p.add_argument("--splits-dir", default=None, help="folder with trainIdxList.npy and split{k}_test_{n}shot.npy "
-                   "(default: ../shared/splits/cifar100 or cifar10 next to the repository)")
+                   "(default: the published files shipped with the package, ltcl_lightning/splits/cifar100 or cifar10)")
     p.add_argument("--shots", default="full,100,50", help="comma-separated subset of full,100,50")
     p.add_argument("--splits", default="1,2,3,4,5", help="few-shot split ids to average over")
     p.add_argument("--method", default=None, help="class path of the pre-training method, if the checkpoint lacks it")
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> dict:
     norm = _normalisation(args, hparams.get("_datamodule", {}))
     if num_classes not in _DATAMODULES:
         raise ValueError(f"the checkpoint has {num_classes} classes; this protocol covers CIFAR-10 / CIFAR-100 only")
-    splits_dir = Path(args.splits_dir) if args.splits_dir else _REPO.parent / "shared" / "splits" / f"cifar{num_classes}"
+    splits_dir = Path(args.splits_dir) if args.splits_dir else splits.ROOT / f"cifar{num_classes}"
     shots = [s.strip() for s in args.shots.split(",") if s.strip()]
     split_ids = [int(s) for s in args.splits.split(",") if s.strip()]
     sets = probe_sets(splits_dir, shots, split_ids)

@@ -3,8 +3,9 @@ and ImageNet-100-LT (Jiang et al., "Self-Damaging Contrastive Learning", ICML 20
 
 Both are list files over the ImageNet-2012 image folders (``train/<wnid>/...`` and
 ``val/<wnid>/...``); pass the folder holding ``train/`` and ``val/`` as ``data_dir`` and the
-published lists (``shared/splits/imagenet_lt``, ``shared/splits/imagenet100_lt``). Class names
-are the wnids (the folder of each class's first training image). Nothing is downloaded.
+published lists (shipped with the package, by name: ``imagenet_lt/ImageNet_LT_test``,
+``imagenet100_lt/imageNet_100_LT_train``, ...; see :mod:`ltcl_lightning.splits`). Class names are
+the wnids (the folder of each class's first training image). Nothing is downloaded.
 """
 
 from __future__ import annotations

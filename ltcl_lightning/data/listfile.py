@@ -1,7 +1,7 @@
 """Image datasets defined by list files: an image root plus ``relative/path label`` lines.
 
 The format of every published ImageNet-LT, ImageNet-100-LT and iNaturalist 2018 split (spec
-data_and_eval.md section 1, ``shared/splits/README.md``). The parser keeps no per-line Python
+data_and_eval.md section 1, :mod:`ltcl_lightning.splits`). The parser keeps no per-line Python
 object: the file stays one byte buffer, and each line is two offsets and a label in numpy
 arrays, so 437,513 iNat lines parse in 0.1-0.2 s (benchmarks/RESULTS.md), and forked DataLoader
 workers share the arrays instead of copying (and reference-counting) half a million strings.
@@ -18,6 +18,7 @@ import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
+from ltcl_lightning import splits
 from ltcl_lightning.data.base import IndexedDataset, LongTailDataModule
 from ltcl_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, MultiView, build_view, eval_transform
 
@@ -86,7 +87,7 @@ def read_list_file(path: str | os.PathLike, what: str = "list file") -> ListFile
     """Parse ``relative/path label`` lines (the path may contain spaces: the label is the last
     field). Blank lines and trailing ``\\r`` / spaces are ignored; anything else that is not a
     path followed by an integer raises with the line number and its content."""
-    path = os.fspath(path)
+    path = splits.resolve(os.fspath(path))  # a shipped list by name (ltcl_lightning.splits), or a path
     try:
         with open(path, "rb") as f:
             raw = f.read()

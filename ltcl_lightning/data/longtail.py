@@ -12,6 +12,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from ltcl_lightning import splits
+
 Profile = Literal["exp", "step"]
 
 
@@ -71,14 +73,11 @@ def select_longtail_indices(
 
 
 def load_index_file(path: str, dataset_size: int) -> np.ndarray:
-    """Load and validate a published subset file (``split{k}_D_i.npy`` and friends)."""
+    """Load and validate a subset file: a shipped split by name (``cifar100/split1_D_i``, see
+    :mod:`ltcl_lightning.splits`) or the path to a ``.npy`` index file."""
+    source = splits.resolve(path)  # raises FileNotFoundError naming the shipped splits
     try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"split file {path!r} does not exist. Pass the path to a .npy index file such as "
-            "shared/splits/cifar100/split1_D_i.npy."
-        ) from None
+        arr = np.load(source, allow_pickle=False)
     except Exception as err:  # corrupt file, pickle, wrong format
         raise ValueError(
             f"split file {path!r} could not be read as a numpy .npy array ({err}). "

@@ -15,27 +15,23 @@ plus the prototype, so n_k >= 1 for every class: "class-complement") and s_ab = 
 denominator, so a head class no longer outweighs a tail class there). The loss is the mean of
 l_a over the anchors.
 
-Distributed training: ``gather=False`` (default) computes the loss on this rank's batch only,
-which is what the official criterion does when run unchanged in each DDP process. Note that the
-official BalancedCL script itself trains with ``nn.DataParallel``, where the criterion sees the
-whole (global) batch of 256 (with per-GPU BatchNorm); ``gather=True`` reproduces that objective
-under DDP: the embeddings of all ranks are gathered with gradients
-(``utils.dist.gather(with_grad=True)``), the class counts n_k count the global batch, each
-rank's anchors are its local embeddings, and with equal shards the mean over ranks (DDP's
-gradient averaging) equals the single-process loss on the concatenated batch, loss and
-gradient (tests/ddp/test_balanced_ddp.py). Prototypes are not gathered: every rank computes
-the same ones from the same weights.
+Distributed training (``gather=True``, the default of every contrastive loss): the official
+script trains with ``nn.DataParallel``, so its criterion sees the whole (global) batch of 256
+(with per-GPU BatchNorm); under DDP the embeddings of all ranks are gathered with gradients, the
+class counts n_k count the global batch, each rank's anchors are its local embeddings, and with
+equal shards the mean over ranks (DDP's gradient averaging) equals the single-process loss on
+the concatenated batch, loss and gradient (tests/ddp/test_balanced_ddp.py). ``gather=False``
+is each rank's batch alone. Prototypes are not gathered: every rank computes the same ones from
+the same weights. Logits and masks come from ``losses.contrastive.contrastive_logits``.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
 
-from ltcl_lightning.utils import dist
-
-Reduction = Literal["mean", "none"]
+from ltcl_lightning.losses.contrastive import Reduction, contrastive_logits, per_sample_mean
 
 
 def balanced_contrastive_loss(
@@ -44,7 +40,7 @@ def balanced_contrastive_loss(
     prototypes: torch.Tensor | None = None,
     temperature: float = 0.07,
     reduction: Reduction = "mean",
-    gather: bool = False,
+    gather: bool = True,
 ) -> torch.Tensor:
     """Balanced supervised contrastive loss (BalancedCL, CVPR 2022, "L_BalSCL").
 
@@ -58,7 +54,7 @@ def balanced_contrastive_loss(
         reduction: ``'mean'`` (mean over all V*B anchors) or ``'none'`` ((B,) per-sample mean
             over the sample's V anchors).
         gather: contrast against the embeddings of all ranks (class counts over the global
-            batch); default ``False`` = the local batch only (see the module docstring).
+            batch; default, see the module docstring); ``False`` = the local batch only.
 
     Returns:
         The loss (scalar, or (B,) with ``reduction='none'``), in float32 at least.
@@ -71,8 +67,6 @@ def balanced_contrastive_loss(
             "with a single view and no prototypes an anchor whose class appears once has no positive; "
             "pass 2 views (v2, v3) or the class prototypes"
         )
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
     b, p = views[0].shape
     for v in views:
         if v.shape != (b, p):
@@ -89,50 +83,28 @@ def balanced_contrastive_loss(
                 f"labels must lie in [0, {num_classes}) (one prototype per class), got range "
                 f"[{int(labels.min())}, {int(labels.max())}]"
             )
-    if reduction not in ("mean", "none"):
-        raise ValueError(f"unknown reduction {reduction!r}; use 'mean' or 'none'")
 
     # half precision would lose the 1/T = 14x amplified logits; compute in float32 at least
     dtype = torch.promote_types(views[0].dtype, torch.float32)
     views = [v.to(dtype) for v in views]
-    n_views = len(views)
-    device = views[0].device
-
-    if gather:
-        global_views, global_labels, offset = dist.gather_views(views, labels)
-    else:
-        global_views, global_labels, offset = views, labels, 0
-    b_global = global_views[0].shape[0]
-
-    item_feats = list(global_views)
-    item_labels = [global_labels.repeat(n_views)]
+    protos, proto_labels = None, None
     if prototypes is not None:
-        item_feats.append(prototypes.to(dtype))
-        item_labels.append(torch.arange(num_classes, device=device, dtype=labels.dtype))
-    items = torch.cat(item_feats, 0)  # (V*Bg [+ C], p)
-    y_items = torch.cat(item_labels, 0)
-    anchors = torch.cat(views, 0)  # (V*B, p), view-major
-    y_anchor = labels.repeat(n_views)
-
+        protos = prototypes.to(dtype)
+        proto_labels = torch.arange(num_classes, device=labels.device, dtype=labels.dtype)
+    c = contrastive_logits(views, labels, temperature, gather, protos, proto_labels)
+    y_items = c.item_labels
     # n_k over the (global) batch: all views + one prototype per class
-    counts = torch.bincount(y_items, minlength=num_classes).to(dtype)
-    same = y_anchor[:, None] == y_items[None, :]  # (V*B, N)
-    rows = torch.arange(n_views * b, device=device)
-    local = torch.arange(b, device=device) + offset
-    self_cols = torch.cat([local + v * b_global for v in range(n_views)])
-    self_mask = torch.zeros_like(same)
-    self_mask[rows, self_cols] = True
-    pos = same & ~self_mask
-
+    if prototypes is not None:
+        counts = torch.zeros(num_classes, dtype=dtype, device=y_items.device).index_add_(
+            0, y_items, torch.ones_like(y_items, dtype=dtype)
+        )[y_items]
+    else:  # classes unknown: count each item's label among the items (no host sync)
+        counts = (y_items[:, None] == y_items[None, :]).sum(1).to(dtype)
+    same = c.pos_mask | c.self_mask  # y_b = y_a
     # class-averaging weights; w_ab >= 1 for every b != a (a and b both count towards n_{y_a})
-    w = counts[y_items][None, :] - same.to(dtype)
-    logits = anchors @ items.T / temperature
-    weighted = (logits - torch.log(w.clamp_min(1.0))).masked_fill(self_mask, float("-inf"))
+    w = counts[None, :] - same.to(dtype)
+    weighted = (c.logits - torch.log(w.clamp_min(1.0))).masked_fill(c.self_mask, float("-inf"))
     log_denominator = torch.logsumexp(weighted, dim=1)  # log D_a
-
-    n_pos = pos.sum(1)  # >= 1: the other views of the sample, or the class prototype
-    loss_per_anchor = log_denominator - logits.masked_fill(~pos, 0.0).sum(1) / n_pos
-    per_sample = loss_per_anchor.view(n_views, b).mean(0)
-    if reduction == "none":
-        return per_sample
-    return per_sample.mean()
+    n_pos = c.pos_mask.sum(1)  # >= 1: the other views of the sample, or the class prototype
+    loss_per_anchor = log_denominator - c.logits.masked_fill(~c.pos_mask, 0.0).sum(1) / n_pos
+    return per_sample_mean(loss_per_anchor, c.num_views, reduction)

@@ -1,23 +1,92 @@
-"""NT-Xent (SimCLR) and SupCon, gathered across ranks with gradients.
+"""The contrastive building block, and NT-Xent (SimCLR) and SupCon on it.
 
-Specification: ``shared/specs/simclr_supcon.md``. One implementation serves both: NT-Xent is
-SupCon whose labels are the (globally unique) sample ids.
+Specification: ``shared/specs/simclr_supcon.md``. :func:`contrastive_logits` is the kernel every
+NT-Xent, SupCon and BalancedCL variant is written on: anchors = the V local view embeddings,
+items = the V views of the global batch (gathered with gradients; plus optional extra items such
+as class prototypes, never anchors), logits ``s_ab = <z_a, x_b> / T``, each anchor's own column
+(``self_mask``) and its positives (same label, not self: ``pos_mask``). NT-Xent is SupCon whose
+labels are the (globally unique) sample ids.
 
-Under DDP every rank computes the loss of its own anchors against the embeddings of the whole
-global batch (gathered with gradients); the mean over ranks equals the single-process loss on
-the concatenated batch, and so do the gradients (tests/ddp/test_contrastive_ddp.py).
+``gather`` has one default for every loss, ``True``: the global batch, what every official code
+computes (nn.DataParallel or a gather). Under DDP every rank computes the loss of its own anchors
+against the items of the whole global batch; the mean over ranks equals the single-process loss
+on the concatenated batch, and so do the gradients (tests/ddp/test_contrastive_ddp.py).
+
+A new variant (e.g. hard-negative or debiased NT-Xent) is a function of one
+:class:`ContrastiveLogits`: it reweights ``logits`` over the negatives ``~(pos_mask | self_mask)``
+and reduces per anchor with :func:`per_sample_mean`. Nothing here syncs the host and the device.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Literal, NamedTuple, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ltcl_lightning.utils import dist
 
 Reduction = Literal["mean", "none"]
+
+
+class ContrastiveLogits(NamedTuple):
+    """Anchors are the V*B local view embeddings (view-major); items the N = V*Bg global ones
+    (view-major, rank order) followed by the extra items."""
+
+    logits: torch.Tensor  # (V*B, N) s_ab = <z_a, x_b> / T, self not masked
+    self_mask: torch.Tensor  # (V*B, N) bool: the anchor itself
+    pos_mask: torch.Tensor  # (V*B, N) bool: same label, not self
+    item_labels: torch.Tensor  # (N,)
+    num_views: int
+
+
+def contrastive_logits(
+    views: Sequence[torch.Tensor],
+    labels: torch.Tensor | None,
+    temperature: float,
+    gather: bool = True,
+    extra_items: torch.Tensor | None = None,
+    extra_labels: torch.Tensor | None = None,
+) -> ContrastiveLogits:
+    """Logits and masks of a multi-view contrastive loss.
+
+    ``views``: V tensors of shape (B, d), L2-normalised rows. ``labels``: (B,) positives share a
+    label; ``None`` = instance discrimination (positives = the other views of the same sample).
+    ``extra_items`` (M, d) with ``extra_labels`` (M,): items that are never anchors (BalancedCL's
+    class prototypes; not gathered, every rank holds the same).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    b, n_views, device = views[0].shape[0], len(views), views[0].device
+    if gather:
+        global_views, global_labels, offset = dist.gather_views(views, labels)
+    else:
+        global_views, global_labels, offset = list(views), labels, 0
+    b_global = global_views[0].shape[0]
+    if labels is None:  # sample ids, unique across ranks
+        labels = torch.arange(b, device=device) + offset
+        global_labels = torch.arange(b_global, device=device)
+    items, item_labels = list(global_views), [global_labels.repeat(n_views)]
+    if extra_items is not None:
+        items.append(extra_items)
+        item_labels.append(extra_labels)
+    y_items = torch.cat(item_labels)
+    logits = torch.cat(list(views), 0) @ torch.cat(items, 0).T / temperature  # (V*B, N)
+    # column of each local anchor among the global items
+    local = torch.arange(b, device=device) + offset
+    self_cols = torch.cat([local + v * b_global for v in range(n_views)])
+    self_mask = self_cols[:, None] == torch.arange(logits.shape[1], device=device)[None, :]
+    pos_mask = (labels.repeat(n_views)[:, None] == y_items[None, :]) & ~self_mask
+    return ContrastiveLogits(logits, self_mask, pos_mask, y_items, n_views)
+
+
+def per_sample_mean(loss_per_anchor: torch.Tensor, num_views: int, reduction: Reduction) -> torch.Tensor:
+    """(V*B,) per-anchor losses -> (B,) per-sample means over the V anchors, or their mean."""
+    per_sample = loss_per_anchor.view(num_views, -1).mean(0)
+    if reduction == "none":
+        return per_sample
+    if reduction == "mean":
+        return per_sample.mean()
+    raise ValueError(f"unknown reduction {reduction!r}; use 'mean' or 'none'")
 
 
 def _multi_view_contrastive(
@@ -27,52 +96,15 @@ def _multi_view_contrastive(
     reduction: Reduction,
     gather: bool,
 ) -> torch.Tensor:
-    """Core: anchors = every local view embedding; candidates = every global embedding but self.
-
-    ``views``: V tensors of shape (B, d), L2-normalised rows. ``labels``: (B,) positives share a
-    label; ``None`` = instance discrimination (positives = the other views of the same sample).
-    Returns the mean over anchors, or (B,) per-sample means over the V anchors of a sample.
-    """
+    """SupCon "L_out": ``-mean_{p in P(a)} log softmax_{b != a}(s_ab)[p]`` per anchor."""
     if len(views) < 2:
         raise ValueError(f"a contrastive loss needs at least 2 views, got {len(views)}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    b = views[0].shape[0]
-    n_views = len(views)
-    anchors = torch.cat(list(views), 0)  # (V*B, d), view-major
-    if gather:
-        global_views, global_labels, offset = dist.gather_views(views, labels)
-    else:
-        global_views, global_labels, offset = list(views), labels, 0
-    b_global = global_views[0].shape[0]
-    candidates = torch.cat(global_views, 0)  # (V*Bg, d)
-    if labels is None:  # sample ids, unique across ranks
-        labels = torch.arange(b, device=anchors.device) + offset
-        global_labels = torch.arange(b_global, device=anchors.device)
-
-    logits = anchors @ candidates.T / temperature  # (V*B, V*Bg)
-    # position of each local anchor among the global candidates (excluded from its own row)
-    local = torch.arange(b, device=anchors.device) + offset
-    self_cols = torch.cat([local + v * b_global for v in range(n_views)])
-    rows = torch.arange(n_views * b, device=anchors.device)
-    self_mask = torch.zeros_like(logits, dtype=torch.bool)
-    self_mask[rows, self_cols] = True
-
-    logits = logits.masked_fill(self_mask, float("-inf"))
+    c = contrastive_logits(views, labels, temperature, gather)
+    logits = c.logits.masked_fill(c.self_mask, float("-inf"))
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-
-    anchor_labels = labels.repeat(n_views)
-    cand_labels = global_labels.repeat(n_views)
-    pos = (anchor_labels[:, None] == cand_labels[None, :]) & ~self_mask
-    n_pos = pos.sum(1)
     # the other views of the same sample are always positive, so n_pos >= V - 1 >= 1
-    loss_per_anchor = -(log_prob.masked_fill(~pos, 0.0)).sum(1) / n_pos
-    per_sample = loss_per_anchor.view(n_views, b).mean(0)
-    if reduction == "none":
-        return per_sample
-    if reduction == "mean":
-        return per_sample.mean()
-    raise ValueError(f"unknown reduction {reduction!r}")
+    loss_per_anchor = -(log_prob.masked_fill(~c.pos_mask, 0.0)).sum(1) / c.pos_mask.sum(1)
+    return per_sample_mean(loss_per_anchor, c.num_views, reduction)
 
 
 def nt_xent_loss(
@@ -107,7 +139,3 @@ def supcon_loss(
     if labels.shape[0] != views[0].shape[0]:
         raise ValueError(f"{labels.shape[0]} labels for {views[0].shape[0]} samples")
     return _multi_view_contrastive(views, labels, temperature, reduction, gather)
-
-
-def normalize(z: torch.Tensor) -> torch.Tensor:
-    return F.normalize(z, dim=-1)

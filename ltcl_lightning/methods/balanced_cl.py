@@ -21,8 +21,8 @@ Differences from the official code:
   (weight (C, d)), so the official linear-classifier path fails unless C = d. We always feed
   the C class vectors (rows of (C, d)), raw (not normalised), in both cases.
 * Distributed training: the official script uses ``nn.DataParallel``, so its criterion sees the
-  whole batch; under DDP ``gather=True`` reproduces that (class counts over the global batch,
-  gradients through the gather), ``gather=False`` (default) keeps each rank's batch local.
+  whole batch; under DDP ``gather=True`` (the default) reproduces that (class counts over the
+  global batch, gradients through the gather), ``gather=False`` keeps each rank's batch local.
   ``head_fc``'s BatchNorm runs over all C prototypes on every rank, as on every DataParallel
   replica.
 * CIFAR-LT: no official code; ``experiments/cifar100_lt/balanced_cl.yaml`` documents the
@@ -48,7 +48,7 @@ class BalancedCL(TwoBranchMethod):
         temperature: float = 0.07,
         ce_weight: float = 1.0,
         contrastive_weight: float = 0.35,
-        gather: bool = False,
+        gather: bool = True,
         proj_hidden_dim: int | None = 512,
         proj_dim: int = 128,
         **kwargs,
@@ -58,8 +58,8 @@ class BalancedCL(TwoBranchMethod):
             temperature: T of the balanced contrastive loss (official 0.07).
             ce_weight: alpha, weight of the logit-adjusted CE (official 1.0).
             contrastive_weight: beta, weight of L_BalSCL (official 0.35).
-            gather: compute L_BalSCL over the batch of all ranks (see the module docstring);
-                default ``False``: each rank's batch alone.
+            gather: compute L_BalSCL over the batch of all ranks (default, as every contrastive
+                loss; see the module docstring); ``False``: each rank's batch alone.
             proj_hidden_dim, proj_dim: shape of the projector and of ``head_fc`` (ImageNet-LT /
                 iNat: ``None`` (= backbone width 2048) and 1024).
             **kwargs: ``TwoBranchMethod`` / ``LongTailMethod`` arguments (``cosine_classifier``,
@@ -97,6 +97,5 @@ class BalancedCL(TwoBranchMethod):
         return F.normalize(self.head_fc(self.class_weights()), dim=1)
 
     def contrastive_loss(self, z2, z3, target, h):
-        return balanced_contrastive_loss(
-            [z2, z3], target, self.prototypes(), temperature=self.temperature, gather=self.gather
-        )
+        loss = balanced_contrastive_loss([z2, z3], target, self.prototypes(), temperature=self.temperature, gather=self.gather)
+        return loss, {}

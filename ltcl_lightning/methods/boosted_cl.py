@@ -41,7 +41,6 @@ from typing import Any
 import torch
 
 from ltcl_lightning.callbacks.momentum import MomentumWeightUpdate
-from ltcl_lightning.losses.contrastive import nt_xent_loss
 from ltcl_lightning.methods.sdclr import SDCLR, sdclr_sgd
 from ltcl_lightning.methods.base import OptimizerCallable
 from ltcl_lightning.methods.simclr import SimCLR
@@ -128,16 +127,6 @@ class BoostedCL(MomentumBoosted, SimCLR):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         self._check_train_size()
-
-    def training_loss(self, index, views, target):
-        if len(views) < 2:
-            raise ValueError(f"BoostedCL needs 2 views per image, got {len(views)}")
-        b = target.shape[0]
-        h = self.backbone(torch.cat(views[:2]))
-        z1, z2 = self.project(h).split(b)
-        # (B,): mean of the sample's two anchor directions, 2B - 2 negatives (global under DDP)
-        per_sample = nt_xent_loss(z1, z2, self.temperature, reduction="none")
-        return {"loss": per_sample.mean(), "features": h[:b], "per_sample_loss": per_sample.detach()}
 
     def configure_callbacks(self):
         return self.momentum_callbacks()

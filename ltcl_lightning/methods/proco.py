@@ -76,7 +76,6 @@ class ProCo(TwoBranchMethod):
             raise ValueError(f"ProCo needs proj_dim >= 2 (a vMF on the sphere S^(p-1)), got {proj_dim}")
         self.temperature = temperature
         self.estimator = VMFEstimator(num_classes, proj_dim, seed=estimator_seed, kappa_max=kappa_max)
-        self._branch_logits: torch.Tensor | None = None
 
     # ----- estimation window ---------------------------------------------------------------------
     def configure_callbacks(self):
@@ -96,13 +95,10 @@ class ProCo(TwoBranchMethod):
     def contrastive_loss(self, z2, z3, target, h):
         loss2, ell2 = self.view_loss(z2, target)
         loss3, ell3 = self.view_loss(z3, target)
-        self._branch_logits = (ell2.detach() + ell3.detach()) / 2
-        return (loss2 + loss3) / 2
+        return (loss2 + loss3) / 2, {"branch_logits": (ell2.detach() + ell3.detach()) / 2}
 
-    def train_accuracy_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        if self._branch_logits is None:
-            return logits
-        return logits + self.contrastive_weight * self._branch_logits.to(logits.dtype)
+    def train_accuracy_logits(self, logits, extras):
+        return logits + self.contrastive_weight * extras["branch_logits"].to(logits.dtype)
 
     def report_state(self) -> dict[str, Any]:
         return {"kappa": self.estimator.kappa().detach().cpu()}

@@ -35,10 +35,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ltcl_lightning.losses.contrastive import nt_xent_loss
-from ltcl_lightning.methods.base import LongTailMethod, OptimizerCallable
+from ltcl_lightning.methods.base import OptimizerCallable
+from ltcl_lightning.methods.simclr import SimCLR
 from ltcl_lightning.modules.backbones import build_backbone
-from ltcl_lightning.modules.heads import ProjectionHead
 from ltcl_lightning.modules.pruning import (
     PrunableNetwork,
     _check_ratio,
@@ -53,47 +52,39 @@ def sdclr_sgd(params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=0.5, momentum=0.9, weight_decay=1e-4)
 
 
-class SDCLR(LongTailMethod):
+class SDCLR(SimCLR):
     def __init__(
         self,
         num_classes: int,
         backbone: str = "resnet18_cifar",
-        temperature: float = 0.2,
         prune_ratio: float = 0.9,
         random_prune_ratio: float = 0.0,
         prune_seed: int = 0,
         head_layers: int = 3,
-        proj_hidden_dim: int = 512,
-        proj_dim: int = 128,
         optimizer: OptimizerCallable = sdclr_sgd,
         **kwargs,
     ):
         """
         Args:
-            temperature: NT-Xent temperature (0.2 CIFAR, 0.3 ImageNet-100).
             prune_ratio: fraction of all convolution weights pruned in the self-competitor,
                 one global magnitude threshold (0.9 CIFAR, 0.3 ImageNet-100).
             random_prune_ratio: part of ``prune_ratio`` pruned at random instead of by magnitude
                 (reference ``random_prune_percent``, 0 in every shipped recipe).
             prune_seed: seed of the random part (combined with the epoch; same on every rank).
             head_layers: 3 = official SDCLR head, 2 = BoostedCL repository's SDCLR.
-            proj_hidden_dim: head width (512 for ResNet-18, 2048 for ResNet-50 in the reference).
-            proj_dim: output width (128).
             optimizer: default SGD lr 0.5, momentum 0.9, wd 1e-4.
+            kwargs: :class:`SimCLR` arguments (``temperature``: 0.2 CIFAR, 0.3 ImageNet-100;
+                ``proj_hidden_dim``: 512 ResNet-18, 2048 ResNet-50; ``proj_dim`` 128) and
+                ``LongTailMethod``'s.
         """
         _check_ratio("prune_ratio", prune_ratio)
         if not 0.0 <= random_prune_ratio <= prune_ratio:
             raise ValueError(f"random_prune_ratio must be in [0, prune_ratio={prune_ratio}], got {random_prune_ratio}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        super().__init__(num_classes, backbone, optimizer=optimizer, **kwargs)
-        self.temperature = temperature
+        super().__init__(num_classes, backbone, head_layers=head_layers, optimizer=optimizer, **kwargs)
         self.prune_ratio = prune_ratio
         self.random_prune_ratio = random_prune_ratio
         self.prune_seed = prune_seed
-        self.projector = PrunableNetwork(
-            ProjectionHead(self.feat_dim, proj_hidden_dim, proj_dim, num_layers=head_layers)
-        )
+        self.projector = PrunableNetwork(self.projector)
         # epoch whose start produced the current masks (-1: never); in the checkpoint, so that a
         # resume never recomputes the masks of an epoch that already has them
         self.register_buffer("mask_epoch", torch.tensor(-1, dtype=torch.long))
@@ -105,16 +96,11 @@ class SDCLR(LongTailMethod):
     def project(self, h: torch.Tensor, pruned: bool = False) -> torch.Tensor:
         return F.normalize(self.projector(h, pruned=pruned), dim=1)
 
-    def training_loss(self, index, views, target) -> dict[str, torch.Tensor]:
-        if len(views) < 2:
-            raise ValueError(f"SDCLR needs 2 views per image, got {len(views)}: set train_views to two entries")
-        h1 = self.backbone(views[0])  # dense
+    def encode(self, views):
+        """Dense view 1, pruned view 2 (its own batch-norms); the loss is SimCLR's NT-Xent."""
+        h1 = self.backbone(views[0])
         h2 = self.backbone(views[1], pruned=True)
-        z1 = self.project(h1)
-        z2 = self.project(h2, pruned=True)
-        # (B,) mean of the two anchor directions of sample i; its mean is the NT-Xent over 2B anchors
-        per_sample = nt_xent_loss(z1, z2, self.temperature, reduction="none")
-        return {"loss": per_sample.mean(), "features": h1, "per_sample_loss": per_sample.detach()}
+        return self.project(h1), self.project(h2, pruned=True), h1
 
     # ----- masks -----------------------------------------------------------------------------
     @torch.no_grad()

@@ -1,9 +1,29 @@
 """SimCLR (Chen et al., ICML 2020): NT-Xent between two augmented views.
 
+Per sample i with projections z1_i, z2_i (2B anchors, 2B - 2 negatives each; the equation is in
+``losses/contrastive.py``)::
+
+    l_i = ( -log softmax_{b != a}(<z_a, z_b> / T)[p(a)] for a in (z1_i, z2_i) ).mean()
+    loss = mean_i l_i
+
 Reference recipe for long-tailed CIFAR (SDCLR / BoostedCL code): ResNet-18 CIFAR, 2-layer head
 512-512-128 with BN on the output, T 0.2, SGD lr 0.5, warm-up 10 epochs + cosine to 1e-6.
 Difference from the reference: both views go through one forward (BN over 2B images, as the
 reference SimCLR does); the online probe is ours (the reference probes offline).
+
+The SimCLR family (SDCLR, BoostedCL, BoostedSDCLR, new NT-Xent variants) shares this step and
+overrides two hooks: :meth:`SimCLR.encode` (how the two views become projections: SDCLR's dense /
+pruned branches) and :meth:`SimCLR.contrastive_loss` (the per-sample loss). A new loss, e.g. a
+hard-negative NT-Xent, is its loss function in ``losses/`` plus a mixin in its method file::
+
+    class HardNegative:                         # before the family class in the bases
+        def contrastive_loss(self, z1, z2):
+            return hard_negative_nt_xent(z1, z2, self.temperature, self.beta, reduction="none"), {}
+
+    class HardNegativeSimCLR(HardNegative, SimCLR): ...
+    class HardNegativeBoostedCL(HardNegative, BoostedCL): ...   # BoostedCL tracks its per-sample loss
+
+and a recipe; the step, the momentum tracking and the pruning need no change.
 """
 
 from __future__ import annotations
@@ -27,6 +47,8 @@ class SimCLR(LongTailMethod):
         head_layers: int = 2,
         **kwargs,
     ):
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         super().__init__(num_classes, backbone, **kwargs)
         self.temperature = temperature
         self.projector = ProjectionHead(self.feat_dim, proj_hidden_dim, proj_dim, num_layers=head_layers)
@@ -34,9 +56,24 @@ class SimCLR(LongTailMethod):
     def project(self, h: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.projector(h), dim=1)
 
-    def training_loss(self, index, views, target):
-        b = target.shape[0]
+    # ----- the two hooks of the SimCLR family -------------------------------------------------
+    def encode(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(z1, z2, h1)``: (B, p) normalised projections of views 1 and 2, and the backbone
+        features of view 1 (for the probe). Both views in one forward (BN over 2B images)."""
+        b = views[0].shape[0]
         h = self.backbone(torch.cat(views[:2]))
         z1, z2 = self.project(h).split(b)
-        loss = nt_xent_loss(z1, z2, self.temperature)
-        return {"loss": loss, "features": h[:b]}
+        return z1, z2, h[:b]
+
+    def contrastive_loss(self, z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(per-sample loss (B,), extras)``: the step's loss is its mean; extras are logged
+        (scalars) or passed on in the step's outputs (tensors). Default: NT-Xent, global batch."""
+        return nt_xent_loss(z1, z2, self.temperature, reduction="none"), {}
+
+    def training_loss(self, index, views, target):
+        if len(views) < 2:
+            raise ValueError(f"{type(self).__name__} needs 2 views per image, got {len(views)}: set train_views to two entries")
+        z1, z2, features = self.encode(views)
+        per_sample, extras = self.contrastive_loss(z1, z2)
+        # per_sample_loss reaches callbacks' outputs (BoostedCL's momentum loss tracks it)
+        return {"loss": per_sample.mean(), "features": features, "per_sample_loss": per_sample.detach(), **extras}

@@ -96,8 +96,9 @@ class TwoBranchMethod(LongTailMethod):
     # ----- what subclasses implement ------------------------------------------------------------
     def contrastive_loss(
         self, z2: torch.Tensor, z3: torch.Tensor, target: torch.Tensor, h: torch.Tensor
-    ) -> torch.Tensor:
-        """Scalar contrastive loss of the step.
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(scalar contrastive loss, extras)`` of the step; extras reach
+        :meth:`train_accuracy_logits` and the step's outputs (scalars logged as ``train/<name>``).
 
         Args:
             z2, z3: (B, p) L2-normalised projections of views 2 and 3 (with gradient).
@@ -109,8 +110,8 @@ class TwoBranchMethod(LongTailMethod):
         """
         raise NotImplementedError
 
-    def train_accuracy_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits behind ``train/acc`` (default: the classifier's; ProCo adds its branch)."""
+    def train_accuracy_logits(self, logits: torch.Tensor, extras: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits behind ``train/acc`` (default: the classifier's; ProCo adds its branch's)."""
         return logits
 
     # ----- shared plumbing ------------------------------------------------------------------------
@@ -145,14 +146,15 @@ class TwoBranchMethod(LongTailMethod):
         # the official code projects all 3B features (the projector's BatchNorm statistics
         # include view 1) and discards z1; doing the same keeps the BN statistics identical
         _, z2, z3 = self.project(h).split(b)
-        con = self.contrastive_loss(z2, z3, target, h)
+        con, extras = self.contrastive_loss(z2, z3, target, h)
         loss = self.ce_weight * ce + self.contrastive_weight * con.to(ce.dtype)
         with torch.no_grad():
-            acc = (self.train_accuracy_logits(logits.detach()).argmax(1) == target).float().mean()
+            acc = (self.train_accuracy_logits(logits.detach(), extras).argmax(1) == target).float().mean()
         return {
             "loss": loss,
             "features": h[:b],
             "ce_loss": ce.detach(),
             "contrastive_loss": con.detach(),
             "acc": acc,
+            **extras,
         }

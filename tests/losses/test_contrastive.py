@@ -122,3 +122,21 @@ def test_logit_adjusted_ce():
     ref = -(adj[0, 0] - torch.logsumexp(adj[0], 0) + adj[1, 2] - torch.logsumexp(adj[1], 0)) / 2
     torch.testing.assert_close(logit_adjusted_cross_entropy(logits, target, prior, 1.0), ref)
     torch.testing.assert_close(logit_adjusted_cross_entropy(logits, target, prior, 0.0), F.cross_entropy(logits, target))
+
+
+def test_contrastive_logits_masks_and_extra_items():
+    """The kernel: view-major anchors and items, self = own column, positives = same label
+    (ids for NT-Xent), extra items (prototypes) are items, never anchors."""
+    from ltcl_lightning.losses.contrastive import contrastive_logits
+
+    z1, z2, protos = _unit(3, 4, 20), _unit(3, 4, 21), _unit(2, 4, 22)
+    c = contrastive_logits([z1, z2], None, 0.5)
+    torch.testing.assert_close(c.logits, torch.cat([z1, z2]) @ torch.cat([z1, z2]).T / 0.5)
+    assert torch.equal(c.self_mask, torch.eye(6, dtype=torch.bool))
+    assert torch.equal(c.pos_mask, torch.eye(6, dtype=torch.bool).roll(3, 1))  # the other view
+    labels = torch.tensor([0, 1, 0])
+    c = contrastive_logits([z1, z2], labels, 0.5, extra_items=protos, extra_labels=torch.arange(2))
+    assert c.logits.shape == (6, 8) and torch.equal(c.item_labels, torch.tensor([0, 1, 0, 0, 1, 0, 0, 1]))
+    assert not c.self_mask[:, 6:].any() and torch.equal(c.self_mask[:, :6], torch.eye(6, dtype=torch.bool))
+    expected = (torch.tensor([0, 1, 0] * 2)[:, None] == c.item_labels[None, :]) & ~c.self_mask
+    assert torch.equal(c.pos_mask, expected) and int(c.pos_mask[0].sum()) == 4  # 3 views + prototype 0

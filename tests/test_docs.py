@@ -26,6 +26,7 @@ METHOD_PAGES = {
     "boosted_cl.md": {"ltcl_lightning.methods.boosted_cl.BoostedCL", "ltcl_lightning.methods.boosted_cl.BoostedSDCLR"},
     "proco.md": {"ltcl_lightning.methods.proco.ProCo"},
     "balanced_cl.md": {"ltcl_lightning.methods.balanced_cl.BalancedCL"},
+    "temperature_schedule.md": {"ltcl_lightning.methods.simclr.SimCLR", "ltcl_lightning.methods.sdclr.SDCLR"},
 }
 SECTIONS = ("## The method in three sentences", "## Reproduce", "## Differences from the official code",
             "## Published numbers", "## What we measured")

@@ -3,7 +3,8 @@
 It owns the shared plumbing: the backbone, the optimiser and per-step schedule, the online
 linear probe (self-supervised methods), the long-tail evaluation (overall / Many / Medium / Few
 / spread / per-class, last and best epoch) and the checks that the model and the data agree.
-A method implements :meth:`training_loss` (and, if supervised, :meth:`classify`).
+A method implements :meth:`training_loss` (and, if supervised, :meth:`classify`) and declares
+how many views it trains on (``num_views``; the base refuses any other number).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from torch.optim import Optimizer
 from ltcl_lightning.longtail import GROUP_NAMES, Grouping, class_groups
 from ltcl_lightning.metrics import LongTailAccuracy
 from ltcl_lightning.modules.backbones import build_backbone
+from ltcl_lightning.modules.heads import OnlineLinearProbe
 from ltcl_lightning.optim.schedules import LRSchedule, WarmupCosine
 
 OptimizerCallable = Callable[[Iterable], Optimizer]
 
 _BEST_KEYS = ("acc", "mean_class_acc", *GROUP_NAMES, "group_std")
+_NO_BEST = {"epoch": -1, **{k: 0.0 for k in _BEST_KEYS}}
 
 
 def _regroup(module: "LongTailMethod", *_) -> None:
@@ -40,11 +43,13 @@ def default_sgd(params: Iterable) -> Optimizer:
 class LongTailMethod(pl.LightningModule):
     #: self-supervised methods evaluate through an online linear probe on detached features
     uses_online_probe: bool = True
+    #: training views per image the method uses (``None``: it trains on the first view only)
+    num_views: int | None = None
 
     def __init__(
         self,
         num_classes: int,
-        backbone: str = "resnet18_cifar",
+        backbone: str | nn.Module = "resnet18_cifar",
         class_counts: list[int] | None = None,
         grouping: Grouping = "threshold",
         optimizer: OptimizerCallable = default_sgd,
@@ -54,23 +59,24 @@ class LongTailMethod(pl.LightningModule):
         """
         Args:
             num_classes: number of classes (linked from the datamodule by the CLI).
-            backbone: backbone name (see ``modules.backbones.BACKBONES``).
+            backbone: backbone name (see ``modules.backbones.BACKBONES``) or a module with ``out_dim``.
             class_counts: training images per class; taken from the datamodule at ``setup`` when
                 not given (the CLI links it). Needed for logit adjustment and the groups.
             grouping: ``threshold`` (Many > 100, Few < 20) or ``thirds`` (SDCLR/BCL on CIFAR).
             optimizer: a callable taking the parameter groups (``class_path: torch.optim.SGD``).
-            lr_schedule: stepped every iteration; default 10-epoch warm-up + cosine to 0.
+            lr_schedule: stepped every iteration; default ``WarmupCosine()`` (10-epoch warm-up,
+                cosine to 1e-6, as every recipe).
             probe_lr: learning rate of the online linear probe (no weight decay).
         """
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self.save_hyperparameters(ignore=["optimizer", "lr_schedule"])
+        # a backbone module is saved with the weights, not as a hyper-parameter
+        self.save_hyperparameters(ignore=["optimizer", "lr_schedule", *(["backbone"] if isinstance(backbone, nn.Module) else [])])
         self.num_classes = num_classes
         self.grouping = grouping
         self.optimizer_fn = optimizer
-        self.lr_schedule = lr_schedule if lr_schedule is not None else WarmupCosine(warmup_epochs=10)
-        self.probe_lr = probe_lr
+        self.lr_schedule = lr_schedule if lr_schedule is not None else WarmupCosine()
         self.backbone = self.build_backbone(backbone)
         self.feat_dim: int = self.backbone.out_dim
         counts = self._check_counts(class_counts) if class_counts is not None else torch.zeros(num_classes, dtype=torch.long)
@@ -78,14 +84,14 @@ class LongTailMethod(pl.LightningModule):
         # Many / Medium / Few id of every class, derived from class_counts whenever they change
         self.register_buffer("class_group", class_groups(counts, grouping), persistent=False)
         self.register_load_state_dict_post_hook(_regroup)
-        # best-epoch numbers survive a resume (published ProCo / BalancedCL numbers are
-        # best-epoch): [epoch, acc, mean_class_acc, many, medium, few, group_std]; epoch -1 = none yet
-        self.register_buffer("best_val", torch.tensor([-1.0] + [0.0] * 6, dtype=torch.float64))
-        self.probe = nn.Linear(self.feat_dim, num_classes) if self.uses_online_probe else None
+        # the best validation epoch so far (published ProCo / BalancedCL numbers are best-epoch),
+        # kept in checkpoints so that it survives a resume; epoch -1 = none yet
+        self.best_val: dict[str, float] = dict(_NO_BEST)
+        self.probe = OnlineLinearProbe(self.feat_dim, num_classes, lr=probe_lr) if self.uses_online_probe else None
         self.last_eval: dict[str, dict[str, Any]] = {}
 
     # ----- hooks for method files ----------------------------------------------------------
-    def build_backbone(self, name: str) -> nn.Module:
+    def build_backbone(self, name: str | nn.Module) -> nn.Module:
         return build_backbone(name)
 
     def training_loss(self, index: torch.Tensor, views: list[torch.Tensor], target: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -120,8 +126,18 @@ class LongTailMethod(pl.LightningModule):
     def class_prior(self) -> torch.Tensor:
         return self.class_counts.double() / self.class_counts.sum().clamp_min(1)
 
+    def _check_views(self, n: int, where: str) -> None:
+        if self.num_views is not None and n != self.num_views:
+            raise ValueError(
+                f"{type(self).__name__} trains on {self.num_views} views per image, but {where}; set the "
+                f"datamodule's train_views to {self.num_views} entries (see the method's recipe in experiments/)."
+            )
+
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        views = getattr(dm, "train_views", None)
+        if stage == "fit" and views is not None:
+            self._check_views(len(views), f"the datamodule has train_views={list(views)}")
         if dm is not None and hasattr(dm, "num_classes"):
             if dm.num_classes != self.num_classes:
                 raise ValueError(
@@ -154,15 +170,15 @@ class LongTailMethod(pl.LightningModule):
     # ----- training ----------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         index, views, target = batch
+        self._check_views(len(views), f"a training batch has {len(views)} views")
         out = self.training_loss(index, views, target)
         loss = out["loss"]
         bs = target.shape[0]
         if self.probe is not None:
-            logits = self.probe(out["features"].detach())
-            probe_loss = F.cross_entropy(logits, target)
+            probe_loss, probe_acc = self.probe.loss_and_accuracy(out["features"], target)
             loss = loss + probe_loss
             self.log("train/probe_loss", probe_loss, batch_size=bs)
-            self.log("train/probe_acc", (logits.argmax(1) == target).float().mean(), batch_size=bs)
+            self.log("train/probe_acc", probe_acc, batch_size=bs)
         step_out: dict[str, torch.Tensor] = {"loss": loss, "index": index, "target": target}
         for k, v in out.items():
             if k == "features" or not torch.is_tensor(v):
@@ -213,29 +229,38 @@ class LongTailMethod(pl.LightningModule):
         res = self._log_eval(self.val_metric, "val")
         if self.trainer.sanity_checking:
             return
-        if self.best_val[0] < 0 or res["acc"] > float(self.best_val[1]):
-            self.best_val.copy_(torch.tensor([res["epoch"], *(res[k] for k in _BEST_KEYS)], dtype=torch.float64))
-        self.last_eval["val_best"] = self._best_eval()
-        self.log("val/acc_best", float(self.best_val[1]))
-
-    def _best_eval(self) -> dict[str, Any]:
-        return {"epoch": int(self.best_val[0]), **{k: float(v) for k, v in zip(_BEST_KEYS, self.best_val[1:])}}
+        if self.best_val["epoch"] < 0 or res["acc"] > self.best_val["acc"]:
+            self.best_val = {"epoch": int(res["epoch"]), **{k: float(res[k]) for k in _BEST_KEYS}}
+        self.last_eval["val_best"] = dict(self.best_val)
+        self.log("val/acc_best", self.best_val["acc"])
 
     def on_fit_start(self) -> None:
-        if self.best_val[0] >= 0:  # resumed: the best epoch so far is known without re-evaluating it
-            self.last_eval["val_best"] = self._best_eval()
+        if self.best_val["epoch"] >= 0:  # resumed: the best epoch so far is known without re-evaluating it
+            self.last_eval["val_best"] = dict(self.best_val)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["best_val"] = dict(self.best_val)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("state_dict", {})
+        if "best_val" in state:  # ltcl_lightning 0.1.0 checkpoints: a positional float64 buffer
+            old = state.pop("best_val")
+            if old.numel() != 1 + len(_BEST_KEYS):
+                raise ValueError(
+                    f"the checkpoint's best_val buffer has {old.numel()} entries; the ltcl_lightning 0.1.0 layout "
+                    f"has {1 + len(_BEST_KEYS)} (epoch, {', '.join(_BEST_KEYS)}): it was not written by this library"
+                )
+            checkpoint["best_val"] = {"epoch": int(old[0]), **{k: float(v) for k, v in zip(_BEST_KEYS, old[1:])}}
+        self.best_val = {**_NO_BEST, **checkpoint.get("best_val", {})}
 
     def on_test_epoch_end(self) -> None:
         self._log_eval(self.test_metric, "test")
 
     # ----- optimisation -------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict]:
-        """The method's parameters, plus the probe in its own group (lr ``probe_lr``, no decay)."""
-        probe_ids = {id(p) for p in self.probe.parameters()} if self.probe is not None else set()
-        groups = [{"params": [p for p in self.parameters() if p.requires_grad and id(p) not in probe_ids]}]
-        if self.probe is not None:
-            groups.append({"params": list(self.probe.parameters()), "lr": self.probe_lr, "weight_decay": 0.0})
-        return groups
+        """The method's parameters, then the online probe's own group (lr ``probe_lr``, no decay)."""
+        params = [p for name, p in self.named_parameters() if p.requires_grad and not name.startswith("probe.")]
+        return [{"params": params}, *([self.probe.param_group()] if self.probe is not None else [])]
 
     def configure_optimizers(self):
         optimizer = self.optimizer_fn(self.parameter_groups())

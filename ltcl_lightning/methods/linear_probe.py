@@ -131,17 +131,12 @@ class LinearProbe(LongTailMethod):
                 f"the checkpoint was pre-trained with {ckpt_classes} classes but the probe data has {num_classes}; "
                 "probe on the same label set (pre-training counts define the groups)"
             )
-        # handed to build_backbone, which the base constructor calls (before nn.Module attributes exist)
-        object.__setattr__(self, "_pending_backbone", backbone)
         super().__init__(
-            num_classes, "pretrained", class_counts=pretrain_counts.tolist(), grouping=grouping,
+            num_classes, backbone, class_counts=pretrain_counts.tolist(), grouping=grouping,
             optimizer=optimizer, lr_schedule=lr_schedule if lr_schedule is not None else ExponentialDecay(min_lr=1e-6),
         )
         self.save_hyperparameters({"checkpoint": checkpoint, "method": method, "probe_class_counts": class_counts})
         self.classifier = nn.Linear(self.feat_dim, num_classes)
-
-    def build_backbone(self, name: str) -> nn.Module:
-        return self.__dict__.pop("_pending_backbone")
 
     def train(self, mode: bool = True):
         """Only the classifier ever trains: the backbone (and its batch norm) stays in eval mode."""

@@ -37,6 +37,8 @@ from ltcl_lightning.modules.heads import ProjectionHead
 
 
 class SimCLR(LongTailMethod):
+    num_views = 2
+
     def __init__(
         self,
         num_classes: int,
@@ -61,7 +63,7 @@ class SimCLR(LongTailMethod):
         """``(z1, z2, h1)``: (B, p) normalised projections of views 1 and 2, and the backbone
         features of view 1 (for the probe). Both views in one forward (BN over 2B images)."""
         b = views[0].shape[0]
-        h = self.backbone(torch.cat(views[:2]))
+        h = self.backbone(torch.cat(views))
         z1, z2 = self.project(h).split(b)
         return z1, z2, h[:b]
 
@@ -71,8 +73,6 @@ class SimCLR(LongTailMethod):
         return nt_xent_loss(z1, z2, self.temperature, reduction="none"), {}
 
     def training_loss(self, index, views, target):
-        if len(views) < 2:
-            raise ValueError(f"{type(self).__name__} needs 2 views per image, got {len(views)}: set train_views to two entries")
         z1, z2, features = self.encode(views)
         per_sample, extras = self.contrastive_loss(z1, z2)
         # per_sample_loss reaches callbacks' outputs (BoostedCL's momentum loss tracks it)

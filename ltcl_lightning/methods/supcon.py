@@ -15,6 +15,8 @@ from ltcl_lightning.modules.heads import ProjectionHead
 
 
 class SupCon(LongTailMethod):
+    num_views = 2
+
     def __init__(
         self,
         num_classes: int,

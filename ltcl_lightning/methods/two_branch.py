@@ -51,8 +51,7 @@ class TwoBranchMethod(LongTailMethod):
     """Classification branch (logit-adjusted CE) + projection branch (subclass's contrastive loss)."""
 
     uses_online_probe = False
-    #: number of views the step expects (v1 classification, v2 and v3 contrastive)
-    num_views: int = 3
+    num_views = 3  # v1 classification, v2 and v3 contrastive
 
     def __init__(
         self,
@@ -121,24 +120,7 @@ class TwoBranchMethod(LongTailMethod):
     def project(self, h: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.projector(h), dim=1)
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        views = getattr(dm, "train_views", None)
-        if stage == "fit" and views is not None and len(views) != self.num_views:
-            raise ValueError(
-                f"{type(self).__name__} needs {self.num_views} training views (classification view, then "
-                f"two contrastive views), but the datamodule has train_views={list(views)}. Set e.g. "
-                "data.init_args.train_views=[autoaugment_cutout, simclr, simclr] (CIFAR) or "
-                "[randaugment, simclr, simclr] (ImageNet-LT / iNat)."
-            )
-
     def training_loss(self, index, views, target):
-        if len(views) != self.num_views:
-            raise ValueError(
-                f"{type(self).__name__} expects {self.num_views} views per image (v1 classification, "
-                f"v2 and v3 contrastive), got {len(views)}; check the datamodule's train_views."
-            )
         b = target.shape[0]
         h = self.backbone(torch.cat(list(views)))
         logits = self.classifier(h[:b])

@@ -120,8 +120,12 @@ BACKBONES: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def build_backbone(name: str) -> nn.Module:
-    """A backbone by name; ``module.out_dim`` is its feature width."""
+def build_backbone(name: str | nn.Module) -> nn.Module:
+    """A backbone by name, or a given module; ``module.out_dim`` is its feature width."""
+    if isinstance(name, nn.Module):
+        if not isinstance(getattr(name, "out_dim", None), int):
+            raise ValueError(f"a backbone module must tell its feature width as an int `out_dim`; {type(name).__name__} does not")
+        return name
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
     return BACKBONES[name]()

@@ -47,3 +47,21 @@ class NormedLinear(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.scale * F.normalize(h, dim=1) @ F.normalize(self.weight, dim=0)
+
+
+class OnlineLinearProbe(nn.Linear):
+    """Linear classifier trained on detached backbone features next to a self-supervised method
+    (as lightly's ``OnlineLinearClassifier``): it owns its loss, its accuracy and its optimiser
+    group (``lr``, no weight decay). An ``nn.Linear``, so its checkpoint keys stay
+    ``probe.weight`` / ``probe.bias`` as in every checkpoint written so far."""
+
+    def __init__(self, in_dim: int, num_classes: int, lr: float = 0.1):
+        super().__init__(in_dim, num_classes)
+        self.lr = lr
+
+    def loss_and_accuracy(self, features: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(features.detach())
+        return F.cross_entropy(logits, target), (logits.argmax(1) == target).float().mean()
+
+    def param_group(self) -> dict:
+        return {"params": list(self.parameters()), "lr": self.lr, "weight_decay": 0.0}

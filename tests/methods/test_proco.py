@@ -65,7 +65,7 @@ def test_step_is_la_ce_plus_alpha_mean_of_view_losses():
 def test_three_views_are_required():
     m = _model()
     with pytest.raises(ValueError, match="3 views"):
-        m.training_loss(torch.arange(2), [torch.randn(2, 3, 8, 8)] * 2, torch.tensor([0, 1]))
+        m.training_step((torch.arange(2), [torch.randn(2, 3, 8, 8)] * 2, torch.tensor([0, 1])), 0)
     with pytest.raises(ValueError, match="proj_dim >= 2"):
         _model(proj_dim=1)
 

@@ -190,7 +190,7 @@ def test_constructor_validates():
     m = SDCLR(num_classes=3, backbone="tiny", head_layers=2)
     assert sum(isinstance(d, DualBatchNorm) for d in m.projector.modules()) == 2
     with pytest.raises(ValueError, match="2 views"):
-        m.training_loss(torch.arange(2), [torch.randn(2, 3, 8, 8)], torch.zeros(2, dtype=torch.long))
+        m.training_step((torch.arange(2), [torch.randn(2, 3, 8, 8)], torch.zeros(2, dtype=torch.long)), 0)
 
 
 # ----- Lightning: callback, resume -------------------------------------------------------------

@@ -47,15 +47,22 @@ class LRSchedule:
 
 
 class WarmupCosine(LRSchedule):
-    """Linear warm-up over ``warmup_epochs`` (first step at lr/warmup_steps), then cosine to
-    ``min_lr`` at the last step (SDCLR / BoostedCL: 10 epochs, 1e-6, per iteration)."""
+    """Linear warm-up over ``warmup_epochs`` (step t at (t + 1) / W of the lr), then cosine to
+    ``min_lr``, as the official loops compute it (their ``LambdaLR`` / ``adjust_learning_rate``
+    runs before iteration t, so the cosine at t is already at t + 1):
 
-    def __init__(self, warmup_epochs: float = 10, min_lr: float = 0.0, granularity: Granularity = "step"):
+    * per step (SDCLR / BoostedCL ``cosine_annealing``): progress ``(t + 1 - W) / (T - W)``,
+      ``min_lr`` on the last of the T steps (their recipes: 10 epochs, 1e-6);
+    * per epoch (BCL / ProCo ``adjust_learning_rate``): progress ``(e + 1 - W) / (E + 1 - W)``,
+      so the last epoch stays above ``min_lr``.
+    """
+
+    def __init__(self, warmup_epochs: float = 10, min_lr: float = 1e-6, granularity: Granularity = "step"):
         self.warmup_epochs, self.min_lr, self.granularity = warmup_epochs, min_lr, granularity
 
     def factor(self, t, warm, total, min_ratio):
-        span = max(total - warm - 1, 1)
-        progress = min((t - warm) / span, 1.0)
+        span = max(total - warm + (self.granularity == "epoch"), 1)
+        progress = min((t + 1 - warm) / span, 1.0)
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 

@@ -69,15 +69,16 @@ def test_schedule_epochs_follow_the_loader_with_max_steps_only(tmp_path):
     """max_steps without max_epochs: an epoch is still len(loader) steps (585 images / 128 = 5)."""
     from ltcl_lightning.optim.schedules import WarmupCosine
 
-    model = SimCLR(10, backbone="tiny", lr_schedule=WarmupCosine(warmup_epochs=1),
+    model = SimCLR(10, backbone="tiny", lr_schedule=WarmupCosine(warmup_epochs=1, min_lr=0.0),
                    optimizer=lambda p: torch.optim.SGD(p, lr=0.4))
     trainer = _trainer(tmp_path, max_steps=6, limit_val_batches=0, num_sanity_val_steps=0)
     trainer.fit(model, DigitsLTDataModule(batch_size=128))
     lr = trainer.optimizers[0].param_groups[0]["lr"]
-    # warm-up 5 steps, 2 epochs = 10 steps in all; after 6 steps: cosine at (6 - 5) / (10 - 5 - 1)
+    # warm-up 5 steps, 2 epochs = 10 steps in all; step 6 (after 6 steps): cosine at (6 + 1 - 5) / (10 - 5)
+    # (the official LambdaLR convention; before issue 13 this lagged one step: (6 - 5) / (10 - 5 - 1))
     import math
 
-    assert lr == pytest.approx(0.4 * 0.5 * (1 + math.cos(math.pi * 0.25)))
+    assert lr == pytest.approx(0.4 * 0.5 * (1 + math.cos(math.pi * 0.4)))
 
 
 def test_best_epoch_survives_resume(tmp_path):

@@ -8,6 +8,9 @@ single-process numbers.
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 from torchmetrics import Metric
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_confusion_matrix
@@ -28,8 +31,24 @@ def summarize(per_class: torch.Tensor, support: torch.Tensor, groups: torch.Tens
     return out
 
 
+def most_confused_pairs(preds: torch.Tensor, target: torch.Tensor, num_classes: int, k: int | None = None) -> list[tuple[int, int, int, float]]:
+    """The ``k`` (default: all) largest off-diagonal confusion counts as ``(true, predicted, count,
+    rate)``, rate = count / number of evaluation images of the true class. Ordered by count, then
+    rate, then (true, predicted). Sparse: O(N log N) for N predictions, no C x C matrix."""
+    preds, target = preds.long().flatten().cpu(), target.long().flatten().cpu()
+    wrong = preds != target
+    if not wrong.any() or (k is not None and k <= 0):
+        return []
+    uniq, counts = torch.unique(target[wrong] * num_classes + preds[wrong], return_counts=True)
+    true, pred = uniq // num_classes, uniq % num_classes
+    rate = counts.double() / torch.bincount(target, minlength=num_classes)[true].double()
+    order = np.lexsort((pred.numpy(), true.numpy(), -rate.numpy(), -counts.numpy()))[:k]
+    return list(zip(true[order].tolist(), pred[order].tolist(), counts[order].tolist(), rate[order].tolist()))
+
+
 class LongTailAccuracy(Metric):
-    """Overall top-1, per-class accuracy and group summaries, deduplicated by sample index."""
+    """Overall top-1, per-class accuracy, group summaries and the confused class pairs (all of
+    them, most confused first), deduplicated by sample index."""
 
     full_state_update = False
 
@@ -63,18 +82,19 @@ class LongTailAccuracy(Metric):
         keep[1:] = index[1:] != index[:-1]
         return preds[keep], target[keep]
 
-    def compute(self) -> dict[str, torch.Tensor | float]:
+    def compute(self) -> dict[str, Any]:
         preds, target = self.predictions()
         per_class = multiclass_accuracy(preds, target, self.num_classes, average=None)
         support = torch.bincount(target, minlength=self.num_classes)
         per_class = torch.where(support > 0, per_class, torch.zeros_like(per_class))
         summary = summarize(per_class.cpu(), support.cpu(), self.groups.cpu())
-        out: dict[str, torch.Tensor | float] = {
+        out: dict[str, Any] = {
             "acc": float((preds == target).float().mean()) if target.numel() else 0.0,
             **summary,
             "per_class": per_class,
             "support": support,
             "num_samples": int(target.numel()),
+            "confused_pairs": most_confused_pairs(preds, target, self.num_classes),
         }
         return out
 

@@ -2,24 +2,26 @@
 
 After every validation / test evaluation (never Lightning's sanity check) it reads what the
 method's evaluation already computed, ``pl_module.last_eval[prefix]`` (per-class accuracy,
-support, the group numbers, the epoch; the base logs the overall / Many / Medium / Few / spread
-scalars itself, so they are not logged twice), and logs
+support, the group numbers, the confused class pairs, the epoch; the base logs the overall /
+Many / Medium / Few / spread scalars itself, so they are not logged twice), and logs
 
 * one per-class table (class index, class name, training count, group, accuracy, support),
 * the per-class accuracy figure with classes sorted by training count,
 * at the end of training and of each test, the most confused class pairs;
 
 and once per training epoch the method's :meth:`~ltcl_lightning.methods.base.LongTailMethod.report_state`
-(SDCLR's mask densities, BoostedCL's sample weights against class frequency, ProCo's kappa),
-read in ``on_train_epoch_end`` before the callbacks a method adds itself (``configure_callbacks``
-puts them after the Trainer's): the state the epoch trained with (this epoch's masks, the
-weights computed at the end of the previous epoch), and ProCo's kappa as of the epoch's end.
+(typed records: SDCLR's mask densities per layer, BoostedCL's sample weights against class
+frequency, ProCo's kappa per class), read in ``on_train_epoch_end`` before the callbacks a method
+adds itself (``configure_callbacks`` puts them after the Trainer's): the state the epoch trained
+with (this epoch's masks, the weights computed at the end of the previous epoch), and ProCo's
+kappa as of the epoch's end.
 
-Per logger: ``WandbLogger`` gets ``wandb.Table`` s, a bar chart and the figure as an image;
-``TensorBoardLogger`` the figures as images, histograms and the confused pairs as text;
-``CSVLogger`` CSV files next to its ``metrics.csv``. Whatever the loggers, ``per_class_<split>.csv``
-is written to the run folder (the CSV logger's, else TensorBoard's, else the W&B run's files
-folder, else ``trainer.log_dir``) so that ``ltcl report RUN_DIR`` can draw the figures later.
+Per logger, one small adapter: ``WandbLogger`` gets ``wandb.Table`` s, a bar chart and the figure
+as an image; ``TensorBoardLogger`` the figures as images, histograms and the confused pairs as
+text; ``CSVLogger`` CSV files next to its ``metrics.csv``; any other logger the scalars. Whatever
+the loggers, ``per_class_<split>.csv`` is written to the run folder (the CSV logger's, else
+TensorBoard's, else the W&B run's files folder, else ``trainer.log_dir``) so that
+``ltcl report RUN_DIR`` can draw the figures later.
 
 Cost: one table and one figure per evaluation (never one scalar per class), the confused pairs
 from a sort of the (deduplicated) predictions, never a dense C x C matrix (8,142 classes would
@@ -30,8 +32,9 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import lightning.pytorch as pl
 import numpy as np
@@ -39,39 +42,70 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
 from ltcl_lightning.longtail import GROUP_NAMES, group_means
-from ltcl_lightning.utils import dist
 
 
-def most_confused_pairs(preds: torch.Tensor, target: torch.Tensor, num_classes: int, k: int) -> list[tuple[int, int, int, float]]:
-    """The ``k`` largest off-diagonal confusion counts as ``(true, predicted, count, rate)``,
-    rate = count / number of evaluation images of the true class. Ordered by count, then rate,
-    then (true, predicted). Sparse: O(N log N) for N predictions, no C x C matrix."""
-    preds = preds.long().flatten().cpu()
-    target = target.long().flatten().cpu()
-    wrong = preds != target
-    if k <= 0 or not wrong.any():
-        return []
-    keys = target[wrong] * num_classes + preds[wrong]
-    uniq, counts = torch.unique(keys, return_counts=True)
-    support = torch.bincount(target, minlength=num_classes)
-    true, pred = uniq // num_classes, uniq % num_classes
-    rate = counts.double() / support[true].double()
-    order = sorted(range(len(uniq)), key=lambda i: (-int(counts[i]), -float(rate[i]), int(true[i]), int(pred[i])))[:k]
-    return [(int(true[i]), int(pred[i]), int(counts[i]), float(rate[i])) for i in order]
+# ----- what report_state() returns -----------------------------------------------------------
+@dataclass
+class StateSummary:
+    """A state record turned into what loggers take: scalars, per-class vectors, histograms."""
+
+    scalars: dict[str, float] = field(default_factory=dict)
+    per_class: dict[str, np.ndarray] = field(default_factory=dict)
+    histograms: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _per_class_from_state(values: torch.Tensor, target: torch.Tensor, num_classes: int) -> np.ndarray:
-    """Mean of per-sample ``values`` within each class (NaN for a class with no sample)."""
-    values = values.detach().double().flatten().cpu()
-    target = target.detach().long().flatten().cpu()
-    if values.shape != target.shape:
-        raise ValueError(
-            f"report_state(): 'sample_weight' has {values.numel()} entries but 'sample_target' has "
-            f"{target.numel()}; they must describe the same training samples."
+@dataclass
+class PerLayerState:
+    """Named scalars, e.g. SDCLR's mask density per layer and ``overall``: ``state/<name>/<key>``."""
+
+    values: Mapping[str, Any]
+
+    def summary(self, name: str, num_classes: int) -> StateSummary:
+        return StateSummary(scalars={f"state/{name}/{k}": _as_float(v, f"{name}.{k}") for k, v in self.values.items()})
+
+
+@dataclass
+class PerClassState:
+    """One value per class, e.g. ProCo's kappa: per-class table, histogram, figure against the
+    training count, ``state/<name>_<group>`` and ``state/<name>_corr_log_count``."""
+
+    values: torch.Tensor
+
+    def summary(self, name: str, num_classes: int) -> StateSummary:
+        t = torch.as_tensor(self.values).detach()
+        if t.shape != (num_classes,):
+            raise ValueError(f"report_state()['{name}'] has shape {tuple(t.shape)}; a PerClassState holds ({num_classes},) values")
+        vals = t.double().cpu().numpy()
+        return StateSummary(per_class={name: vals}, histograms={name: vals})
+
+
+@dataclass
+class PerSampleState:
+    """One value per training sample with the sample's label, e.g. BoostedCL's sample weights:
+    histogram, mean / std, and the per-class mean as a :class:`PerClassState` (``<name>_class_mean``)."""
+
+    values: torch.Tensor
+    target: torch.Tensor
+
+    def summary(self, name: str, num_classes: int) -> StateSummary:
+        w = torch.as_tensor(self.values).detach().double().flatten().cpu()
+        target = torch.as_tensor(self.target).detach().long().flatten().cpu()
+        if w.shape != target.shape:
+            raise ValueError(
+                f"report_state()['{name}'] has {w.numel()} values but {target.numel()} targets; they must "
+                "describe the same training samples."
+            )
+        s = torch.bincount(target, weights=w, minlength=num_classes)
+        n = torch.bincount(target, minlength=num_classes).double()
+        class_mean = torch.where(n > 0, s / n.clamp_min(1), torch.full_like(s, float("nan"))).numpy()
+        return StateSummary(
+            scalars={f"state/{name}_mean": float(w.mean()), f"state/{name}_std": float(w.std(unbiased=False))},
+            per_class={f"{name}_class_mean": class_mean},
+            histograms={name: w.numpy()},
         )
-    s = torch.bincount(target, weights=values, minlength=num_classes)
-    n = torch.bincount(target, minlength=num_classes).double()
-    return torch.where(n > 0, s / n.clamp_min(1), torch.full_like(s, float("nan"))).numpy()
+
+
+StateRecord = PerLayerState | PerClassState | PerSampleState
 
 
 def _corr_with_log_count(values: np.ndarray, counts: np.ndarray) -> float:
@@ -83,6 +117,109 @@ def _corr_with_log_count(values: np.ndarray, counts: np.ndarray) -> float:
     if x.std() == 0 or y.std() == 0:
         return float("nan")
     return float(np.corrcoef(x, y)[0, 1])
+
+
+# ----- one adapter per logger ------------------------------------------------------------------
+class _Sink:
+    """What a logger gets of the report; the base (any logger) takes the state's scalars only."""
+
+    draws = False  # whether it shows figures
+
+    def __init__(self, logger: Logger, per_class_csv: bool):
+        self.logger, self.per_class_csv = logger, per_class_csv
+
+    def per_class(self, prefix: str, rows: list[list], epoch: int, step: int, fig) -> None:
+        pass
+
+    def confused(self, prefix: str, epoch: int, columns: list[str], data: list[list], step: int) -> None:
+        pass
+
+    def state(self, summary: StateSummary, counts: np.ndarray | None, figs: dict, epoch: int, step: int) -> None:
+        if summary.scalars:
+            self.logger.log_metrics(summary.scalars, step=step)
+
+
+class _WandbSink(_Sink):
+    draws = True
+
+    def per_class(self, prefix, rows, epoch, step, fig):
+        import wandb
+
+        # frequency rank, zero-padded into the bar label: W&B orders bars by label, so the chart
+        # reads head -> tail like the papers' figures
+        order = sorted(range(len(rows)), key=lambda i: (-rows[i][2], i))
+        width = len(str(len(rows)))
+        rank = {i: r for r, i in enumerate(order)}
+        columns = ["class_index", "class_name", "train_count", "group", "accuracy", "support", "freq_rank", "label"]
+        table = wandb.Table(columns=columns, data=[[*r, rank[r[0]], f"{rank[r[0]]:0{width}d} {r[1]}"] for r in rows])
+        payload: dict[str, Any] = {
+            f"{prefix}/per_class": table,
+            f"{prefix}/per_class_bar": wandb.plot.bar(table, "label", "accuracy", title=f"{prefix} per-class accuracy (head → tail)"),
+        }
+        if fig is not None:
+            payload[f"{prefix}/per_class_figure"] = wandb.Image(_fig_to_array(fig))
+        self.logger.log_metrics(payload, step=step)
+
+    def confused(self, prefix, epoch, columns, data, step):
+        self.logger.log_table(f"{prefix}/confused_pairs", columns=columns, data=data, step=step)
+
+    def state(self, summary, counts, figs, epoch, step):
+        import wandb
+
+        super().state(summary, counts, figs, epoch, step)
+        payload: dict[str, Any] = {}
+        for key, vals in summary.per_class.items():
+            table = wandb.Table(columns=["class_index", "train_count", key], data=_state_rows(vals, counts))
+            payload[f"state/{key}"] = table
+            payload[f"state/{key}_vs_count"] = wandb.plot.scatter(table, "train_count", key, title=f"{key} against training count")
+        for key, vals in summary.histograms.items():
+            payload[f"state/{key}_hist"] = wandb.Histogram(vals[np.isfinite(vals)])
+        if payload:
+            self.logger.log_metrics(payload, step=step)
+
+
+class _TensorBoardSink(_Sink):
+    draws = True
+
+    def per_class(self, prefix, rows, epoch, step, fig):
+        if fig is not None:
+            self.logger.experiment.add_figure(f"{prefix}/per_class_accuracy", fig, global_step=step, close=False)
+
+    def confused(self, prefix, epoch, columns, data, step):
+        md = "| true | predicted | count | rate |\n|---|---|---|---|\n" + "\n".join(
+            f"| {d[1]} ({d[0]}) | {d[3]} ({d[2]}) | {d[4]} | {d[5]:.3f} |" for d in data)
+        self.logger.experiment.add_text(f"{prefix}/confused_pairs", f"epoch {epoch}\n\n" + md, global_step=step)
+
+    def state(self, summary, counts, figs, epoch, step):
+        super().state(summary, counts, figs, epoch, step)
+        for key, vals in summary.histograms.items():
+            self.logger.experiment.add_histogram(f"state/{key}", vals[np.isfinite(vals)], global_step=step)
+        for key, fig in figs.items():
+            self.logger.experiment.add_figure(f"state/{key}_vs_count", fig, global_step=step, close=False)
+
+
+class _CSVSink(_Sink):
+    def per_class(self, prefix, rows, epoch, step, fig):
+        if not self.per_class_csv:  # else the run folder (this logger's) has it already
+            from ltcl_lightning.report import write_per_class_rows
+
+            write_per_class_rows(Path(self.logger.log_dir) / f"per_class_{prefix}.csv", [[epoch, step, *r] for r in rows])
+
+    def confused(self, prefix, epoch, columns, data, step):
+        _write_csv(Path(self.logger.log_dir) / f"confused_pairs_{prefix}.csv", ["epoch", *columns], [[epoch, *d] for d in data], "w")
+
+    def state(self, summary, counts, figs, epoch, step):
+        super().state(summary, counts, figs, epoch, step)
+        for key, vals in summary.per_class.items():
+            _write_csv(Path(self.logger.log_dir) / f"state_{key}.csv", ["epoch", "step", "class_index", "train_count", key],
+                       [[epoch, step, *r] for r in _state_rows(vals, counts)], "a")
+
+
+_SINKS: tuple[tuple[type, type[_Sink]], ...] = ((WandbLogger, _WandbSink), (TensorBoardLogger, _TensorBoardSink), (CSVLogger, _CSVSink))
+
+
+def _sink(logger: Logger, per_class_csv: bool) -> _Sink:
+    return next((s for cls, s in _SINKS if isinstance(logger, cls)), _Sink)(logger, per_class_csv)
 
 
 class LongTailReport(pl.Callback):
@@ -100,27 +237,13 @@ class LongTailReport(pl.Callback):
         super().__init__()
         if top_confused < 0:
             raise ValueError(f"top_confused must be >= 0, got {top_confused}")
-        self.top_confused = top_confused
-        self.per_class_csv = per_class_csv
-        self.log_figures = log_figures
-        self.log_state = log_state
+        self.top_confused, self.per_class_csv, self.log_figures, self.log_state = top_confused, per_class_csv, log_figures, log_state
         self._confused: dict[str, tuple[int, list]] = {}
 
-    # ----- hooks -------------------------------------------------------------------------------
-    # Callback ``on_*_epoch_end`` hooks run before the LightningModule's, which computes and resets
-    # the metric: this is the one moment the deduplicated predictions are still there.
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking:
-            self._collect_confusion(pl_module, getattr(pl_module, "val_metric", None), "val")
-
-    def on_test_epoch_end(self, trainer, pl_module) -> None:
-        self._collect_confusion(pl_module, getattr(pl_module, "test_metric", None), "test")
-
-    # ``on_*_end`` run after the module's epoch-end hook has filled ``last_eval``.
+    # ----- hooks: ``on_*_end`` run after the module's epoch-end hook has filled ``last_eval`` -----
     def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
-            return
-        self._report_eval(trainer, pl_module, "val")
+        if not trainer.sanity_checking:
+            self._report_eval(trainer, pl_module, "val")
 
     def on_test_end(self, trainer, pl_module) -> None:
         self._report_eval(trainer, pl_module, "test")
@@ -167,24 +290,20 @@ class LongTailReport(pl.Callback):
         ev = getattr(pl_module, "last_eval", {})
         if prefix not in ev or not trainer.is_global_zero:
             return
-        rows = self.per_class_rows(trainer, pl_module, prefix)
         epoch, step = int(ev[prefix].get("epoch", trainer.current_epoch)), int(trainer.global_step)
+        if "confused_pairs" in ev[prefix] and self.top_confused > 0:
+            self._confused[prefix] = (epoch, ev[prefix]["confused_pairs"][: self.top_confused])
+        rows = self.per_class_rows(trainer, pl_module, prefix)
         if self.per_class_csv:
             from ltcl_lightning.report import write_per_class_rows
 
             write_per_class_rows(self.run_dir(trainer) / f"per_class_{prefix}.csv", [[epoch, step, *r] for r in rows])
+        sinks = [_sink(lg, self.per_class_csv) for lg in trainer.loggers]
         fig = None
-        if self.log_figures and any(isinstance(lg, (WandbLogger, TensorBoardLogger)) for lg in trainer.loggers):
+        if self.log_figures and any(s.draws for s in sinks):
             fig = self._figure(rows, epoch, f"{type(pl_module).__name__} {prefix}")
-        for lg in trainer.loggers:
-            if isinstance(lg, WandbLogger):
-                self._wandb_per_class(lg, rows, prefix, step, fig)
-            elif isinstance(lg, TensorBoardLogger) and fig is not None:
-                lg.experiment.add_figure(f"{prefix}/per_class_accuracy", fig, global_step=step, close=False)
-            elif isinstance(lg, CSVLogger) and not self.per_class_csv:
-                from ltcl_lightning.report import write_per_class_rows
-
-                write_per_class_rows(Path(lg.log_dir) / f"per_class_{prefix}.csv", [[epoch, step, *r] for r in rows])
+        for sink in sinks:
+            sink.per_class(prefix, rows, epoch, step, fig)
 
     @staticmethod
     def _figure(rows: list[list], epoch: int, name: str):
@@ -199,42 +318,7 @@ class LongTailReport(pl.Callback):
         )
         return per_class_figure(pc)
 
-    @staticmethod
-    def _wandb_per_class(lg: WandbLogger, rows: list[list], prefix: str, step: int, fig) -> None:
-        import wandb
-
-        # frequency rank, zero-padded into the bar label: W&B orders bars by label, so the chart
-        # reads head -> tail like the papers' figures
-        order = sorted(range(len(rows)), key=lambda i: (-rows[i][2], i))
-        width = len(str(len(rows)))
-        rank = {i: r for r, i in enumerate(order)}
-        columns = ["class_index", "class_name", "train_count", "group", "accuracy", "support", "freq_rank", "label"]
-        data = [[*r, rank[r[0]], f"{rank[r[0]]:0{width}d} {r[1]}"] for r in rows]
-        table = wandb.Table(columns=columns, data=data)
-        payload: dict[str, Any] = {
-            f"{prefix}/per_class": table,
-            f"{prefix}/per_class_bar": wandb.plot.bar(table, "label", "accuracy", title=f"{prefix} per-class accuracy (head → tail)"),
-        }
-        if fig is not None:
-            payload[f"{prefix}/per_class_figure"] = wandb.Image(_fig_to_array(fig))
-        lg.log_metrics(payload, step=step)
-
-    # ----- confused pairs ------------------------------------------------------------------------
-    def _collect_confusion(self, pl_module, metric, prefix: str) -> None:
-        if self.top_confused == 0 or metric is None or not hasattr(metric, "predictions"):
-            return
-        # decide on the global count: a local early return before the collective below could
-        # leave the other ranks waiting in it
-        local = len(metric.index) if isinstance(getattr(metric, "index", None), list) else 1
-        if int(dist.all_reduce_sum(torch.tensor([local], device=pl_module.device))) == 0:
-            return
-        # the metric's states are per-rank until synced; sync_context gathers them (on every rank,
-        # a collective) and restores the local state afterwards for the module's own compute()
-        with metric.sync_context():
-            preds, target = metric.predictions()
-        pairs = most_confused_pairs(preds, target, metric.num_classes, self.top_confused)
-        self._confused[prefix] = (int(pl_module.current_epoch), pairs)
-
+    # ----- confused pairs (computed by the metric) -------------------------------------------------
     def _report_confusion(self, trainer, pl_module, prefix: str) -> None:
         if prefix not in self._confused or not trainer.is_global_zero:
             return
@@ -243,97 +327,37 @@ class LongTailReport(pl.Callback):
         names = self._class_names(trainer, c)
         columns = ["true_index", "true_name", "pred_index", "pred_name", "count", "rate"]
         data = [[t, names[t], p, names[p], n, r] for t, p, n, r in pairs]
-        step = int(trainer.global_step)
         for lg in trainer.loggers:
-            if isinstance(lg, WandbLogger):
-                lg.log_table(f"{prefix}/confused_pairs", columns=columns, data=data, step=step)
-            elif isinstance(lg, TensorBoardLogger):
-                md = "| true | predicted | count | rate |\n|---|---|---|---|\n" + "\n".join(
-                    f"| {d[1]} ({d[0]}) | {d[3]} ({d[2]}) | {d[4]} | {d[5]:.3f} |" for d in data)
-                lg.experiment.add_text(f"{prefix}/confused_pairs", f"epoch {epoch}\n\n" + md, global_step=step)
-            elif isinstance(lg, CSVLogger):
-                path = Path(lg.log_dir) / f"confused_pairs_{prefix}.csv"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "w", newline="") as f:
-                    w = csv.writer(f)
-                    w.writerow(["epoch", *columns])
-                    w.writerows([[epoch, *d] for d in data])
+            _sink(lg, self.per_class_csv).confused(prefix, epoch, columns, data, int(trainer.global_step))
 
     # ----- method state --------------------------------------------------------------------------
-    def _report_state(self, trainer, pl_module, state: dict[str, Any]) -> None:
+    def _report_state(self, trainer, pl_module, state: Mapping[str, StateRecord]) -> None:
         step, epoch = int(trainer.global_step), int(trainer.current_epoch)
         counts = pl_module.class_counts.long().cpu().numpy() if hasattr(pl_module, "class_counts") else None
         num_classes = int(getattr(pl_module, "num_classes", 0))
-        scalars: dict[str, float] = {}
-        per_class: dict[str, np.ndarray] = {}
-        histograms: dict[str, np.ndarray] = {}
-        for key, value in state.items():
-            if key == "sample_target":
-                continue
-            if key == "sample_weight":
-                if "sample_target" not in state:
-                    raise ValueError("report_state() returned 'sample_weight' without 'sample_target' (the label of each sample)")
-                w = torch.as_tensor(value).detach().double().flatten().cpu()
-                histograms["sample_weight"] = w.numpy()
-                per_class["sample_weight_class_mean"] = _per_class_from_state(w, torch.as_tensor(state["sample_target"]), num_classes)
-                scalars["state/sample_weight_mean"] = float(w.mean())
-                scalars["state/sample_weight_std"] = float(w.std(unbiased=False))
-                continue
-            if isinstance(value, dict):
-                for k, v in value.items():
-                    scalars[f"state/{key}/{k}"] = _as_float(v, f"{key}.{k}")
-                continue
-            t = torch.as_tensor(value) if not torch.is_tensor(value) else value.detach()
-            if t.ndim == 0:
-                scalars[f"state/{key}"] = float(t)
-            elif t.ndim == 1 and t.numel() == num_classes:
-                per_class[key] = t.double().cpu().numpy()
-                histograms[key] = per_class[key]
-            else:
-                raise ValueError(
-                    f"report_state()['{key}'] has shape {tuple(t.shape)}; expected a scalar, a dict of scalars, a "
-                    f"({num_classes},) per-class tensor, or 'sample_weight' + 'sample_target' (see LongTailMethod.report_state)."
+        summary = StateSummary()
+        for key, record in state.items():
+            if not isinstance(record, (PerLayerState, PerClassState, PerSampleState)):
+                raise TypeError(
+                    f"report_state()['{key}'] is a {type(record).__name__}; return a PerLayerState, PerClassState or "
+                    "PerSampleState record (ltcl_lightning.callbacks.report) for every entry."
                 )
+            part = record.summary(key, num_classes)
+            summary.scalars.update(part.scalars)
+            summary.per_class.update(part.per_class)
+            summary.histograms.update(part.histograms)
         if counts is not None and counts.sum() > 0:
-            for key, vals in per_class.items():
-                scalars[f"state/{key}_corr_log_count"] = _corr_with_log_count(vals, counts)
+            for key, vals in summary.per_class.items():
+                summary.scalars[f"state/{key}_corr_log_count"] = _corr_with_log_count(vals, counts)
                 for gname, mean in group_means(vals, pl_module.class_group, valid=np.isfinite(vals)).items():
-                    scalars[f"state/{key}_{gname}"] = mean
-        scalars = {k: v for k, v in scalars.items() if not math.isnan(v)}
+                    summary.scalars[f"state/{key}_{gname}"] = mean
+        summary.scalars = {k: v for k, v in summary.scalars.items() if not math.isnan(v)}
+        sinks = [_sink(lg, self.per_class_csv) for lg in trainer.loggers]
         figs = {}
-        if per_class and counts is not None and any(isinstance(lg, (WandbLogger, TensorBoardLogger)) for lg in trainer.loggers):
-            figs = {k: _state_figure(v, counts, k, epoch) for k, v in per_class.items()}
-        for lg in trainer.loggers:
-            if scalars:
-                lg.log_metrics(scalars, step=step)
-            if isinstance(lg, WandbLogger):
-                import wandb
-
-                payload: dict[str, Any] = {}
-                for key, vals in per_class.items():
-                    table = wandb.Table(columns=["class_index", "train_count", key],
-                                        data=[[i, int(counts[i]) if counts is not None else 0, float(vals[i])] for i in range(len(vals))])
-                    payload[f"state/{key}"] = table
-                    payload[f"state/{key}_vs_count"] = wandb.plot.scatter(table, "train_count", key, title=f"{key} against training count")
-                for key, vals in histograms.items():
-                    payload[f"state/{key}_hist"] = wandb.Histogram(vals[np.isfinite(vals)])
-                if payload:
-                    lg.log_metrics(payload, step=step)
-            elif isinstance(lg, TensorBoardLogger):
-                for key, vals in histograms.items():
-                    lg.experiment.add_histogram(f"state/{key}", vals[np.isfinite(vals)], global_step=step)
-                for key, fig in figs.items():
-                    lg.experiment.add_figure(f"state/{key}_vs_count", fig, global_step=step, close=False)
-            elif isinstance(lg, CSVLogger):
-                for key, vals in per_class.items():
-                    path = Path(lg.log_dir) / f"state_{key}.csv"
-                    new = not path.exists()
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    with open(path, "a", newline="") as f:
-                        w = csv.writer(f)
-                        if new:
-                            w.writerow(["epoch", "step", "class_index", "train_count", key])
-                        w.writerows([[epoch, step, i, int(counts[i]) if counts is not None else 0, float(vals[i])] for i in range(len(vals))])
+        if summary.per_class and counts is not None and any(s.draws for s in sinks):
+            figs = {k: _state_figure(v, counts, k, epoch) for k, v in summary.per_class.items()}
+        for sink in sinks:
+            sink.state(summary, counts, figs, epoch, step)
 
     # ----- where files go ------------------------------------------------------------------------
     @staticmethod
@@ -356,6 +380,20 @@ def _as_float(v, name: str) -> float:
     if t.numel() != 1:
         raise ValueError(f"report_state()['{name}'] must be a scalar, got shape {tuple(t.shape)}")
     return float(t)
+
+
+def _state_rows(vals: np.ndarray, counts: np.ndarray | None) -> list[list]:
+    return [[i, int(counts[i]) if counts is not None else 0, float(vals[i])] for i in range(len(vals))]
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list], mode: str) -> None:
+    new = mode == "w" or not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, mode, newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(header)
+        w.writerows(rows)
 
 
 def _fig_to_array(fig) -> np.ndarray:

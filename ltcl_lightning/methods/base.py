@@ -196,10 +196,10 @@ class LongTailMethod(pl.LightningModule):
         return [c for c in callbacks if not isinstance(c, listed)]
 
     def report_state(self) -> dict[str, Any]:
-        """Method-specific state shown once per epoch by the report callback. Conventions:
-        ``{'mask_density': {layer_name: float, ..., 'overall': float}}`` (SDCLR),
-        ``{'sample_weight': (N,) tensor, 'sample_target': (N,) tensor}`` (BoostedCL),
-        ``{'kappa': (C,) tensor}`` (ProCo). Default: nothing."""
+        """Method-specific state shown once per epoch by the report callback, as typed records
+        (``callbacks.report``): ``{'mask_density': PerLayerState({layer: float, 'overall': float})}``
+        (SDCLR), ``{'sample_weight': PerSampleState(weights (N,), labels (N,))}`` (BoostedCL),
+        ``{'kappa': PerClassState((C,) tensor)}`` (ProCo). Default: nothing."""
         return {}
 
     # ----- evaluation ----------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from ltcl_lightning.callbacks.momentum import MomentumWeightUpdate
+from ltcl_lightning.callbacks.report import PerSampleState
 from ltcl_lightning.methods.sdclr import SDCLR, sdclr_sgd
 from ltcl_lightning.methods.base import OptimizerCallable
 from ltcl_lightning.methods.simclr import SimCLR
@@ -92,7 +93,7 @@ class MomentumBoosted:
         return self.callbacks_unless_listed(MomentumWeightUpdate(self.momentum_beta))
 
     def report_state(self) -> dict[str, Any]:
-        return {"sample_weight": self.sample_weight.detach().cpu(), "sample_target": self.sample_target.detach().cpu()}
+        return {"sample_weight": PerSampleState(self.sample_weight.detach().cpu(), self.sample_target.detach().cpu())}
 
 
 class BoostedCL(MomentumBoosted, SimCLR):

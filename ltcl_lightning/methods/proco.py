@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from ltcl_lightning.callbacks.report import PerClassState
 from ltcl_lightning.losses.classification import logit_adjusted_cross_entropy
 from ltcl_lightning.losses.proco import proco_logits
 from ltcl_lightning.methods.two_branch import TwoBranchMethod
@@ -101,4 +102,4 @@ class ProCo(TwoBranchMethod):
         return logits + self.contrastive_weight * extras["branch_logits"].to(logits.dtype)
 
     def report_state(self) -> dict[str, Any]:
-        return {"kappa": self.estimator.kappa().detach().cpu()}
+        return {"kappa": PerClassState(self.estimator.kappa().detach().cpu())}

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ltcl_lightning.callbacks.report import PerLayerState
 from ltcl_lightning.methods.base import OptimizerCallable
 from ltcl_lightning.methods.simclr import SimCLR
 from ltcl_lightning.modules.backbones import build_backbone
@@ -125,7 +126,7 @@ class SDCLR(SimCLR):
         return mask_densities(self.backbone.net)
 
     def report_state(self) -> dict[str, Any]:
-        return {"mask_density": self.mask_densities()}
+        return {"mask_density": PerLayerState(self.mask_densities())}
 
     def configure_callbacks(self):
         """Adds :class:`MaskRepruning` (every epoch) unless the trainer already has one, so the

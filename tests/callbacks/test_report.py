@@ -14,19 +14,19 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from ltcl_lightning.callbacks.report import LongTailReport, most_confused_pairs
+from ltcl_lightning.callbacks.report import LongTailReport, PerClassState, PerLayerState, PerSampleState
 from ltcl_lightning.data.digits import DigitsLTDataModule
 from ltcl_lightning.longtail import GROUP_NAMES, class_groups
 from ltcl_lightning.methods.ce import CrossEntropy
-from ltcl_lightning.metrics import LongTailAccuracy
+from ltcl_lightning.metrics import LongTailAccuracy, most_confused_pairs
 
 REPO = Path(__file__).resolve().parents[2]
 C = 10
 
 
 class StateCE(CrossEntropy):
-    """A stub method whose report_state follows the base's conventions (SDCLR / BoostedCL / ProCo
-    keys) with known values, so the logged summaries can be checked by hand."""
+    """A stub method whose report_state returns the records of SDCLR / BoostedCL / ProCo with
+    known values, so the logged summaries can be checked by hand."""
 
     def report_state(self):
         dm = self.trainer.datamodule
@@ -35,10 +35,9 @@ class StateCE(CrossEntropy):
         counts = self.class_counts.double()
         weight = 1.0 / counts[target]
         return {
-            "mask_density": {"layer1": 0.5, "overall": 0.25},
-            "sample_weight": weight,
-            "sample_target": target,
-            "kappa": torch.log(counts),  # grows with frequency
+            "mask_density": PerLayerState({"layer1": 0.5, "overall": 0.25}),
+            "sample_weight": PerSampleState(weight, target),
+            "kappa": PerClassState(torch.log(counts)),  # grows with frequency
         }
 
 
@@ -91,6 +90,10 @@ def test_most_confused_pairs_match_dense_confusion():
         assert t != p and ref[t, p] == n and r == pytest.approx(n / support[t])
     counts = [n for _, _, n, _ in pairs]
     assert counts == sorted(counts, reverse=True)
+    ordered = sorted(((int(t), int(p), int(ref[t, p]), ref[t, p] / support[t]) for t, p in zip(*np.nonzero(ref))),
+                     key=lambda x: (-x[2], -x[3], x[0], x[1]))  # count, then rate, then (true, predicted)
+    assert [x[:3] for x in pairs] == [x[:3] for x in ordered]
+    assert metric.compute()["confused_pairs"] == pairs  # the metric returns them all, most confused first
     top3 = most_confused_pairs(preds, target, c, k=3)
     assert [x[2] for x in top3] == sorted(ref.flatten(), reverse=True)[:3]
     assert most_confused_pairs(target, target, c, k=3) == []
@@ -155,10 +158,19 @@ def test_report_state_summaries(tmp_path):
 def test_report_state_rejects_unknown_shapes(tmp_path):
     class Bad(CrossEntropy):
         def report_state(self):
-            return {"kappa": torch.zeros(3, 3)}
+            return {"kappa": PerClassState(torch.zeros(3, 3))}
 
     with pytest.raises(ValueError, match=r"report_state\(\)\['kappa'\] has shape \(3, 3\)"):
         _fit(tmp_path, [CSVLogger(tmp_path)], epochs=1, model_cls=Bad)
+
+
+def test_report_state_refuses_untyped_values(tmp_path):
+    class Untyped(CrossEntropy):
+        def report_state(self):
+            return {"kappa": torch.zeros(C)}  # a bare tensor: per class? per sample? say it with a record
+
+    with pytest.raises(TypeError, match=r"report_state\(\)\['kappa'\] is a Tensor; return a PerLayerState, PerClassState"):
+        _fit(tmp_path, [CSVLogger(tmp_path)], epochs=1, model_cls=Untyped)
 
 
 def test_tensorboard_figures_histograms_and_text(tmp_path):

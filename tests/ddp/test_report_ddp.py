@@ -9,9 +9,10 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from ltcl_lightning.callbacks.report import LongTailReport, most_confused_pairs
+from ltcl_lightning.callbacks.report import LongTailReport
 from ltcl_lightning.data.digits import DigitsLTDataModule
 from ltcl_lightning.methods.ce import CrossEntropy
+from ltcl_lightning.metrics import most_confused_pairs
 
 pytestmark = pytest.mark.ddp
 

@@ -131,7 +131,7 @@ def test_config_runs_one_step(variant, cifar100_dir, splits_dir, tmp_path, monke
     assert (model.sample_target.numpy() == labels).all()  # filled at setup from the data
     assert torch.equal(dm.datasets["train"].sample_weights, model.sample_weight)  # published at epoch end
     state = model.report_state()
-    assert state["sample_weight"].shape == (9754,) and state["sample_target"].shape == (9754,)
+    assert state["sample_weight"].values.shape == (9754,) and state["sample_weight"].target.shape == (9754,)
     if variant == "d":
         assert "mask_density" in state
 

@@ -59,7 +59,7 @@ def test_step_is_la_ce_plus_alpha_mean_of_view_losses():
     # both contrastive views entered both estimators: 2 features per sample
     assert m.estimator.count_old.tolist() == [6.0, 2.0, 2.0, 2.0] == m.estimator.count_new.tolist()
     torch.testing.assert_close(m.estimator.mean_old, mean, rtol=1e-5, atol=1e-6)
-    assert m.report_state()["kappa"].shape == (4,)
+    assert m.report_state()["kappa"].values.shape == (4,)
 
 
 def test_three_views_are_required():

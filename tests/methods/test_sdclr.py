@@ -172,7 +172,7 @@ def test_evaluation_uses_dense_branch_with_dense_bn():
 def test_report_state_and_recompute_bookkeeping():
     m = _model(ratio=0.9)
     assert int(m.mask_epoch) == 0
-    state = m.report_state()["mask_density"]
+    state = m.report_state()["mask_density"].values
     convs = {n: c for n, c in m.backbone.net.named_modules() if isinstance(c, MaskedConv2d)}
     assert set(state) == set(convs) | {"overall"}
     n = sum(c.prune_mask.numel() for c in convs.values())

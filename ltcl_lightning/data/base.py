@@ -57,6 +57,23 @@ class IndexedDataset(Dataset):
         return i, views, int(self.targets[i])
 
 
+class EvalViewDataset(Dataset):
+    """The images of an :class:`IndexedDataset` (any subclass: e.g. BoostedCL's) under another
+    transform, same order and labels: the training set seen as evaluation data."""
+
+    def __init__(self, dataset: IndexedDataset, transform: Callable):
+        self.dataset = dataset
+        self.targets = dataset.targets
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        views = self.transform(self.dataset.load(i))
+        return i, views if isinstance(views, list) else [views], int(self.targets[i])
+
+
 class LongTailDataModule(pl.LightningDataModule):
     """Shared plumbing: views, loaders, class counts and groups.
 
@@ -178,6 +195,11 @@ class LongTailDataModule(pl.LightningDataModule):
             persistent_workers=self.persistent_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
         )
+
+    def train_eval_dataset(self) -> EvalViewDataset:
+        """The training images with the evaluation view, in order (frozen-feature probes, kNN)."""
+        train = self.datasets.get("train") or self.build_datasets("fit")["train"]
+        return EvalViewDataset(train, self.eval_transform())
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.datasets["train"], train=True)

@@ -240,6 +240,12 @@ class LongTailMethod(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["best_val"] = dict(self.best_val)
+        # the classes that wrote the checkpoint, also when trained from Python (the CLI records
+        # them in the hyper-parameters): ltcl probe / export rebuild the method and its data
+        checkpoint["method_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        dm = self._trainer.datamodule if self._trainer is not None else None
+        if dm is not None:
+            checkpoint["datamodule_class_path"] = f"{type(dm).__module__}.{type(dm).__qualname__}"
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("state_dict", {})

@@ -65,7 +65,7 @@ def load_pretrained(checkpoint: str, method: str | None = None) -> tuple[nn.Modu
         raise ValueError(f"{checkpoint!r} is not a Lightning checkpoint (no 'state_dict')")
     hparams = dict(ckpt.get("hyper_parameters", {}))
     state = ckpt["state_dict"]
-    class_path = method or hparams.get("_class_path")
+    class_path = method or hparams.get("_class_path") or ckpt.get("method_class_path")
     if class_path is not None:
         cls = _import(class_path)
         kwargs = {k: v for k, v in hparams.items() if k not in _CKPT_ONLY_KEYS}
@@ -94,9 +94,54 @@ def load_pretrained(checkpoint: str, method: str | None = None) -> tuple[nn.Modu
     backbone.eval()
     for p in backbone.parameters():
         p.requires_grad_(False)
-    # the pre-training datamodule's arguments (input normalisation), saved by LongTailDataModule
+    # the pre-training datamodule's arguments (input normalisation), saved by LongTailDataModule,
+    # and its class (recorded by the CLI, or by LongTailMethod.on_save_checkpoint)
     hparams["_datamodule"] = dict(ckpt.get("datamodule_hyper_parameters") or {})
+    hparams["_datamodule_class"] = hparams["_datamodule"].get("_class_path") or ckpt.get("datamodule_class_path")
+    hparams["_method_class"] = class_path
     return backbone, torch.as_tensor(counts, dtype=torch.long).clone(), num_classes, hparams
+
+
+def checkpoint_datamodule(hparams: dict, checkpoint: str = "the checkpoint", **overrides):
+    """The pre-training datamodule rebuilt from a checkpoint's saved arguments (``hparams`` from
+    :func:`load_pretrained`; ``overrides`` replace saved arguments, e.g. ``data_dir``). Nothing is
+    read from disk until it is set up."""
+    class_path = hparams.get("_datamodule_class")
+    if not class_path:
+        raise ValueError(
+            f"{checkpoint} does not record its datamodule (written before datamodules were recorded, or "
+            "trained without one): name the probe data explicitly, e.g. --data ltcl_lightning.data.cifar."
+            "CIFAR100LTDataModule --data.init_args.data_dir=data (or --data data.yaml)"
+        )
+    cls = _import(class_path)
+    kwargs = {k: v for k, v in hparams.get("_datamodule", {}).items() if k not in _CKPT_ONLY_KEYS}
+    return cls(**{**kwargs, **overrides})
+
+
+def data_signature(dm) -> dict[str, Any]:
+    """What a frozen backbone's features depend on in the data: the label set's size, the image
+    size and the input normalisation (and, for messages, the datamodule's class)."""
+    def rounded(v):
+        return None if v is None else tuple(round(float(x), 6) for x in v)
+
+    return {"datamodule": type(dm).__name__, "num_classes": int(dm.num_classes), "image_size": int(dm.image_size),
+            "mean": rounded(dm.mean), "std": rounded(dm.std)}
+
+
+def check_same_inputs(pretrain: dict[str, Any], probe: dict[str, Any], checkpoint: str, ignore: tuple[str, ...] = ()) -> None:
+    """Refuse probe data that differs from the pre-training data in classes, image size or
+    normalisation (the features, or the Many/Medium/Few groups, would silently mean something
+    else), naming both sides."""
+    keys = [k for k in ("num_classes", "image_size", "mean", "std") if k not in ignore]
+    diffs = [k for k in keys if pretrain[k] != probe[k]]
+    if diffs:
+        side = lambda sig: ", ".join(f"{k}={sig[k]}" for k in keys)  # noqa: E731
+        raise ValueError(
+            f"the probe data does not match the pre-training data of {checkpoint} ({', '.join(diffs)} differ): "
+            f"checkpoint {pretrain['datamodule']}: {side(pretrain)}; probe data {probe['datamodule']}: {side(probe)}. "
+            "Probe on data with the same classes, image size and normalisation (ltcl probe without --data uses "
+            "the checkpoint's own datamodule)."
+        )
 
 
 class LinearProbe(LongTailMethod):
@@ -125,7 +170,12 @@ class LinearProbe(LongTailMethod):
             optimizer: default Adam lr 1e-2, weight decay 5e-6.
             lr_schedule: default exponential decay to 1e-6 at the last epoch (per epoch).
         """
-        backbone, pretrain_counts, ckpt_classes, _ = load_pretrained(checkpoint, method)
+        backbone, pretrain_counts, ckpt_classes, ckpt_hparams = load_pretrained(checkpoint, method)
+        # the pre-training data's signature, checked against the probe data at setup (None: not recorded)
+        pretrain_data = (
+            data_signature(checkpoint_datamodule(ckpt_hparams, repr(checkpoint)))
+            if ckpt_hparams.get("_datamodule_class") else None
+        )
         if ckpt_classes != num_classes:
             raise ValueError(
                 f"the checkpoint was pre-trained with {ckpt_classes} classes but the probe data has {num_classes}; "
@@ -136,6 +186,7 @@ class LinearProbe(LongTailMethod):
             optimizer=optimizer, lr_schedule=lr_schedule if lr_schedule is not None else ExponentialDecay(min_lr=1e-6),
         )
         self.save_hyperparameters({"checkpoint": checkpoint, "method": method, "probe_class_counts": class_counts})
+        self._pretrain_data = pretrain_data
         self.classifier = nn.Linear(self.feat_dim, num_classes)
 
     def train(self, mode: bool = True):
@@ -149,6 +200,8 @@ class LinearProbe(LongTailMethod):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and getattr(dm, "num_classes", self.num_classes) != self.num_classes:
             raise ValueError(f"num_classes={self.num_classes} but the datamodule has {dm.num_classes} classes")
+        if dm is not None and self._pretrain_data is not None and hasattr(dm, "image_size"):
+            check_same_inputs(self._pretrain_data, data_signature(dm), repr(self.hparams["checkpoint"]))
         self.build_metrics()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

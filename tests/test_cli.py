@@ -60,6 +60,20 @@ def test_config_runs_one_step(config, request, tmp_path, monkeypatch):
     assert cli.model.class_counts.sum() > 0
 
 
+CIFAR_CONFIGS = [p for p in CONFIGS if p.parent.name.startswith("cifar") and "boosted" not in p.name]
+
+
+@pytest.mark.parametrize("config", CIFAR_CONFIGS, ids=[str(p.relative_to(REPO / "experiments")) for p in CIFAR_CONFIGS])
+def test_cifar_config_runs_one_step_device_resident(config, request, tmp_path, monkeypatch):
+    """The batched on-device backend: images resident on the device, views built in
+    on_after_batch_transfer, no loader workers."""
+    monkeypatch.chdir(REPO)
+    cfg = yaml.safe_load(config.read_text())
+    cli = cli_main(["fit", "--config", str(config), *_overrides(cfg, request, tmp_path), "--data.init_args.device_resident=true"])
+    assert cli.trainer.state.finished and cli.datamodule.device_resident
+    assert cli.trainer.train_dataloader.num_workers == 0
+
+
 def test_quickstart_prints_table(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     cli_main(["fit", "--config", "experiments/quickstart.yaml", "--trainer.max_epochs=2",

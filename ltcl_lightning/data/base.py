@@ -17,9 +17,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ltcl_lightning.data import batched as B
+from ltcl_lightning.data.augment import Augmentation
 from ltcl_lightning.data.samplers import build_sampler
-from ltcl_lightning.data.transforms import MultiView, View, build_view
+from ltcl_lightning.data.transforms import MultiView, View, build_view, resolve_view
 from ltcl_lightning.longtail import GROUP_NAMES, Grouping, class_groups
+from ltcl_lightning.utils import dist
 
 
 class IndexedDataset(Dataset):
@@ -55,6 +58,57 @@ class IndexedDataset(Dataset):
         if not isinstance(views, list):
             views = [views]
         return i, views, int(self.targets[i])
+
+    def uint8_images(self) -> torch.Tensor:
+        """All items' images as one (N, C, H, W) uint8 tensor (in-memory datasets only: a
+        torchvision CIFAR dataset's ``data`` (N, H, W, C) array or an ``images`` (N, C, H, W)
+        tensor), for ``device_resident`` loading."""
+        data = getattr(self.base, "data", None)
+        if isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 4:
+            imgs = torch.from_numpy(data).permute(0, 3, 1, 2)
+        elif torch.is_tensor(getattr(self.base, "images", None)) and self.base.images.dtype == torch.uint8:
+            imgs = self.base.images
+        else:
+            raise TypeError(
+                f"device_resident=True needs the images in memory as uint8 arrays; {type(self.base).__name__} "
+                "has neither a (N, H, W, C) uint8 `data` array nor a (N, C, H, W) uint8 `images` tensor. "
+                "Use device_resident=False (loader workers) for this dataset."
+            )
+        if self.indices is not None:
+            imgs = imgs[torch.from_numpy(self.indices)]
+        return imgs.contiguous()
+
+
+class _Positions(Dataset):
+    """Item i is i: the device-resident loaders fetch only sample indices."""
+
+    def __init__(self, ds: IndexedDataset):
+        self.targets = ds.targets  # class-aware samplers read them
+        self.n = len(ds)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class ResidentBatch:
+    """A batch of sample indices into a device-resident split; the datamodule's
+    ``on_after_batch_transfer`` turns it into ``(index, views, target)`` on the device."""
+
+    def __init__(self, index: torch.Tensor, split: str):
+        self.index = index
+        self.split = split
+
+    def to(self, device, non_blocking: bool = False) -> "ResidentBatch":  # Lightning's batch transfer
+        return ResidentBatch(self.index.to(device, non_blocking=non_blocking), self.split)
+
+    def pin_memory(self) -> "ResidentBatch":
+        return ResidentBatch(self.index.pin_memory(), self.split)
+
+    def __len__(self) -> int:
+        return len(self.index)
 
 
 class EvalViewDataset(Dataset):
@@ -99,10 +153,19 @@ class LongTailDataModule(pl.LightningDataModule):
         pin_memory: bool = True,
         seed: int = 0,
         sampler: Literal["instance", "class_balanced", "sqrt"] = "instance",
+        device_resident: bool = False,
     ):
         """``sampler``: how training images are drawn (``data/samplers.py``): ``instance`` each
         image once per epoch, ``class_balanced`` / ``sqrt`` class-aware; all seeded by ``seed``
-        and the epoch, and sharded by rank so that Lightning does not wrap them under DDP."""
+        and the epoch, and sharded by rank so that Lightning does not wrap them under DDP.
+
+        ``device_resident``: keep every split's uint8 images on the training device (CIFAR-LT,
+        Digits-LT: tens of MB) and augment batches there (the ``batched`` backend of the
+        views, ``data/augment.py``): the loaders yield only sample indices (no worker
+        processes, no pixels copied per step) and :meth:`on_after_batch_transfer` builds
+        ``(index, views, target)``. Same samplers, DDP sharding and index contract; the views
+        have the same distribution as on the worker path, from the device's random stream
+        (seeded by ``seed``, the rank and the epoch)."""
         super().__init__()
         # saved in checkpoints (datamodule_hyper_parameters): a probe re-uses the input normalisation
         self.save_hyperparameters()
@@ -124,7 +187,12 @@ class LongTailDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.seed = seed
         self.sampler = sampler
+        self.device_resident = device_resident
         self.datasets: dict[str, Dataset] = {}
+        # device-resident state: split -> (uint8 images, targets) per device, generators, norm
+        self._resident: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._generators: dict[str, tuple[int, torch.Generator]] = {}
+        self._norm: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = {}
 
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
@@ -175,6 +243,16 @@ class LongTailDataModule(pl.LightningDataModule):
     def eval_transform(self) -> MultiView:
         return MultiView([build_view(self.eval_view, self.image_size, self.mean, self.std)])
 
+    @cached_property
+    def train_augmentations(self) -> list[Augmentation]:
+        """The training views as :class:`Augmentation` objects (the batched backend needs them;
+        resolved once, so that their per-device tables are built once)."""
+        return [_as_augmentation(v, "train_views") for v in self.train_views]
+
+    @cached_property
+    def eval_augmentation(self) -> Augmentation:
+        return _as_augmentation(self.eval_view, "eval_view")
+
     def setup(self, stage: str | None = None) -> None:
         for key, ds in self.build_datasets(stage or "fit").items():
             self.datasets.setdefault(key, ds)
@@ -185,7 +263,9 @@ class LongTailDataModule(pl.LightningDataModule):
                 "with drop_last=True: every batch would be dropped. Lower batch_size or set drop_last=False."
             )
 
-    def _loader(self, ds: Dataset, train: bool) -> DataLoader:
+    def _loader(self, ds: Dataset, train: bool, split: str = "train") -> DataLoader:
+        if self.device_resident:
+            return self._resident_loader(ds, train, split)
         return DataLoader(
             ds,
             batch_size=self.batch_size if train else self.eval_batch_size,
@@ -202,10 +282,90 @@ class LongTailDataModule(pl.LightningDataModule):
         return EvalViewDataset(train, self.eval_transform())
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["train"], train=True)
+        return self._loader(self.datasets["train"], train=True, split="train")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["val"], train=False)
+        return self._loader(self.datasets["val"], train=False, split="val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["test"], train=False)
+        return self._loader(self.datasets["test"], train=False, split="test")
+
+    # ----- device-resident path ----------------------------------------------------------------
+    def _resident_loader(self, ds: Dataset, train: bool, split: str) -> DataLoader:
+        if not isinstance(ds, IndexedDataset):
+            raise TypeError(f"device_resident=True needs IndexedDataset splits, got {type(ds).__name__} for {split!r}")
+        positions = _Positions(ds)
+        return DataLoader(
+            positions,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            sampler=build_sampler(self.sampler, positions, seed=self.seed) if train else None,
+            drop_last=self.drop_last if train else False,
+            num_workers=0,
+            collate_fn=lambda items, split=split: ResidentBatch(torch.tensor(items, dtype=torch.long), split),
+        )
+
+    def resident_split(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 images (N, C, H, W), targets (N,)) of ``split`` on ``device``, copied there once."""
+        key = (split, str(device))
+        if key not in self._resident:
+            ds = self.datasets[split]
+            assert isinstance(ds, IndexedDataset)
+            self._resident[key] = (ds.uint8_images().to(device), torch.as_tensor(ds.targets, dtype=torch.long).to(device))
+        return self._resident[key]
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        """The device's generator for training views, re-seeded from (seed, rank, epoch) at each
+        epoch (host-side state: no synchronisation)."""
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        key = str(device)
+        held = self._generators.get(key)
+        if held is None or held[0] != epoch:
+            g = torch.Generator(device=device)
+            g.manual_seed(augmentation_seed(self.seed, dist.rank(), epoch))
+            held = (epoch, g)
+            self._generators[key] = held
+        return held[1]
+
+    def _normalisation(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+        key = str(device)
+        if key not in self._norm:
+            self._norm[key] = None if self.mean is None or self.std is None else (
+                torch.tensor(self.mean, dtype=torch.float32).to(device), torch.tensor(self.std, dtype=torch.float32).to(device))
+        return self._norm[key]
+
+    def resident_views(self, x: torch.Tensor, index: torch.Tensor, train: bool, generator: torch.Generator) -> list[torch.Tensor]:
+        """Views of the uint8-valued float batch ``x`` (hook for datamodules whose views need
+        more than the images, e.g. BoostedCL's per-sample weights)."""
+        augs = self.train_augmentations if train else [self.eval_augmentation]
+        return [aug.batched(x, generator, self.image_size) for aug in augs]
+
+    def materialize(self, batch: ResidentBatch) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """``(index, views, target)`` of a device-resident batch, on the index's device."""
+        index = batch.index
+        images, targets = self.resident_split(batch.split, index.device)
+        x = images[index].float()
+        train = batch.split == "train"
+        gen = self._generator(index.device)  # evaluation views draw nothing from it
+        norm = self._normalisation(index.device)
+        views = [B.normalize(v, *(norm or (None, None))) for v in self.resident_views(x, index, train, gen)]
+        return index, views, targets[index]
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if isinstance(batch, ResidentBatch):
+            return self.materialize(batch)
+        return batch
+
+
+def augmentation_seed(seed: int, rank: int, epoch: int) -> int:
+    """Seed of the device-side augmentation stream of ``rank`` in ``epoch`` (distinct per rank)."""
+    return (int(seed) * 1_000_003 + int(rank) * 7_919 + int(epoch) * 104_729) % (2**63 - 1)
+
+
+def _as_augmentation(view, what: str) -> Augmentation:
+    aug = resolve_view(view)
+    if not isinstance(aug, Augmentation):
+        raise TypeError(
+            f"{what} entry {view!r} is a plain callable: the device-resident (batched) backend needs a preset "
+            "name or an ltcl_lightning.data.augment.Augmentation object"
+        )
+    return aug

@@ -341,6 +341,8 @@ class BoostedDataModuleMixin:
 
 
 def _reject_train_views(kwargs: dict) -> None:
+    if kwargs.get("device_resident"):
+        raise ValueError("BoostedCL's datamodules do not support device_resident=True yet: use the worker backend")
     # the CLI passes the parent's default; anything else would be silently ignored
     views = kwargs.get("train_views")
     if views is not None and [v if callable(v) else str(v) for v in views] != ["simclr", "simclr"]:

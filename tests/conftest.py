@@ -74,3 +74,61 @@ def cifar100_dir(tmp_path_factory, splits_dir) -> Path:
 def cifar10_dir(tmp_path_factory, splits_dir) -> Path:
     labels = np.load(splits_dir / "cifar10" / "train_labels.npy")
     return write_cifar_archive(tmp_path_factory.mktemp("cifar10"), 10, labels)
+
+
+# ----- every recipe in experiments/ run once per session ------------------------------------------
+# data class (module.Class suffix) -> fixture giving data paths for the one-step run
+_FIXTURE_BY_DATA = [
+    ("CIFAR100", "cifar100_dir"),
+    ("CIFAR10", "cifar10_dir"),
+    ("ImageNet100LT", "imagenet100_lt_folder"),
+    ("ImageNetLT", "imagenet_lt_folder"),
+    ("INaturalist2018", "inat_folder"),
+]
+
+
+def _recipe_overrides(cfg: dict, request, root: Path) -> list[str]:
+    data_cls = cfg["data"]["class_path"]
+    args = [
+        "--trainer.fast_dev_run=true", "--trainer.accelerator=cpu", "--trainer.devices=1",
+        f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
+        "--data.init_args.batch_size=8", "--data.init_args.num_workers=0",
+    ]
+    if "backbone" in cfg["model"].get("init_args", {}):
+        args.append("--model.init_args.backbone=tiny")
+    for key, fixture in _FIXTURE_BY_DATA:
+        if key in data_cls.rsplit(".", 1)[-1]:
+            value = request.getfixturevalue(fixture)
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    if k in ("data_dir", "train_list", "val_list", "test_list", "train_json", "val_json", "num_classes"):
+                        if k in cfg["data"].get("init_args", {}) or k in ("data_dir", "num_classes"):
+                            args.append(f"--data.init_args.{k}={v}")
+                args.append("--data.init_args.image_size=32")
+            else:
+                args.append(f"--data.init_args.data_dir={value}")
+            break
+    return args
+
+
+@pytest.fixture(scope="session")
+def run_recipe(request, tmp_path_factory):
+    """``run_recipe('experiments/<dataset>/<method>.yaml')``: the LightningCLI after one training
+    step of the recipe (tiny backbone, batch 8, generated real-format data, from a folder other
+    than the repository). Cached: every recipe runs once per session, whichever tests read it."""
+    import yaml
+
+    from ltcl_lightning.cli import cli_main
+
+    runs: dict[str, object] = {}
+
+    def run(rel: str):
+        if rel not in runs:
+            cfg = yaml.safe_load((REPO / rel).read_text())
+            root = tmp_path_factory.mktemp(Path(rel).stem)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.chdir(root)  # recipes name shipped split files: nothing relative to the repository
+                runs[rel] = cli_main(["fit", "--config", str(REPO / rel), *_recipe_overrides(cfg, request, root)])
+        return runs[rel]
+
+    return run

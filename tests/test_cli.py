@@ -3,8 +3,6 @@ the quickstart runs to its table; W&B works offline through --trainer.logger."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest
@@ -13,49 +11,14 @@ import yaml
 from ltcl_lightning.cli import cli_main
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (REPO / "experiments").rglob("*.yaml") if p.parent.name != "logger")
-
-# data class (module.Class suffix) -> fixture giving data paths for the one-step run
-_FIXTURE_BY_DATA = [
-    ("CIFAR100", "cifar100_dir"),
-    ("CIFAR10", "cifar10_dir"),
-    ("ImageNet100LT", "imagenet100_lt_folder"),
-    ("ImageNetLT", "imagenet_lt_folder"),
-    ("INaturalist2018", "inat_folder"),
-]
+RECIPES = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "experiments").rglob("*.yaml") if p.parent.name != "logger")
 
 
-def _overrides(cfg: dict, request, tmp_path) -> list[str]:
-    data_cls = cfg["data"]["class_path"]
-    args = [
-        "--trainer.fast_dev_run=true", "--trainer.accelerator=cpu", "--trainer.devices=1",
-        f"--trainer.default_root_dir={tmp_path}",
-        "--data.init_args.batch_size=8", "--data.init_args.num_workers=0",
-    ]
-    init = cfg["model"].get("init_args", {})
-    if "backbone" in init:
-        args.append("--model.init_args.backbone=tiny")
-    for key, fixture in _FIXTURE_BY_DATA:
-        if key in data_cls.rsplit(".", 1)[-1]:
-            value = request.getfixturevalue(fixture)
-            if isinstance(value, dict):
-                for k, v in value.items():
-                    if k in ("data_dir", "train_list", "val_list", "test_list", "train_json", "val_json", "num_classes"):
-                        if k in cfg["data"].get("init_args", {}) or k in ("data_dir", "num_classes"):
-                            args.append(f"--data.init_args.{k}={v}")
-                args.append("--data.init_args.image_size=32")
-            else:
-                args.append(f"--data.init_args.data_dir={value}")
-            break
-    return args
-
-
-@pytest.mark.parametrize("config", CONFIGS, ids=[str(p.relative_to(REPO / "experiments")) for p in CONFIGS])
-def test_config_runs_one_step(config, request, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # recipes name shipped split files: nothing relative to the repository
-    cfg = yaml.safe_load(config.read_text())
+@pytest.mark.parametrize("config", RECIPES, ids=[r.removeprefix("experiments/") for r in RECIPES])
+def test_config_runs_one_step(config, run_recipe):
+    cfg = yaml.safe_load((REPO / config).read_text())
     assert {"model", "data", "trainer"} <= set(cfg), "a config names model, data and trainer"
-    cli = cli_main(["fit", "--config", str(config), *_overrides(cfg, request, tmp_path)])
+    cli = run_recipe(config)
     assert cli.trainer.state.finished
     assert cli.model.class_counts.sum() > 0
 

@@ -17,17 +17,11 @@ PAGES = sorted(DOCS.rglob("*.md"))
 CONFIG_RE = re.compile(r"experiments/[A-Za-z0-9_./-]+?\.yaml")
 LINK_RE = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
-#: page -> the model classes its configs may use
-METHOD_PAGES = {
-    "simclr.md": {"ltcl_lightning.methods.simclr.SimCLR"},
-    "supcon.md": {"ltcl_lightning.methods.supcon.SupCon"},
-    "cross_entropy.md": {"ltcl_lightning.methods.ce.CrossEntropy"},
-    "sdclr.md": {"ltcl_lightning.methods.sdclr.SDCLR"},
-    "boosted_cl.md": {"ltcl_lightning.methods.boosted_cl.BoostedCL", "ltcl_lightning.methods.boosted_cl.BoostedSDCLR"},
-    "proco.md": {"ltcl_lightning.methods.proco.ProCo"},
-    "balanced_cl.md": {"ltcl_lightning.methods.balanced_cl.BalancedCL"},
-    "temperature_schedule.md": {"ltcl_lightning.methods.simclr.SimCLR", "ltcl_lightning.methods.sdclr.SDCLR"},
-}
+CLASS_RE = re.compile(r"ltcl_lightning\.methods\.\w+\.[A-Z]\w*")
+#: method page -> the model classes its configs may use: the ones the page names (none: any)
+METHOD_PAGES = {p.name: set(CLASS_RE.findall(p.read_text())) for p in sorted((DOCS / "methods").glob("*.md"))}
+RECIPE_MODELS = {yaml.safe_load(p.read_text())["model"]["class_path"]
+                 for p in (REPO / "experiments").rglob("*.yaml") if p.parent.name != "logger"}
 SECTIONS = ("## The method in three sentences", "## Reproduce", "## Differences from the official code",
             "## Published numbers", "## What we measured")
 
@@ -44,8 +38,11 @@ def _import(class_path: str):
 def test_every_method_has_a_page_linked_from_the_index():
     index = (DOCS / "README.md").read_text()
     for name in METHOD_PAGES:
-        assert (DOCS / "methods" / name).is_file(), f"docs/methods/{name} is missing"
         assert f"(methods/{name})" in index, f"docs/README.md does not link methods/{name}"
+    named = set().union(*METHOD_PAGES.values())
+    for path in named:
+        _import(path)  # a page names only classes that exist
+    assert RECIPE_MODELS <= named, f"recipes use {sorted(RECIPE_MODELS - named)}, which no docs/methods page names"
 
 
 @pytest.mark.parametrize("name", sorted(METHOD_PAGES))
@@ -60,7 +57,7 @@ def test_method_page_has_the_sections_and_names_a_config(name):
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
 def test_named_configs_exist_and_are_cli_configs(page):
-    allowed = METHOD_PAGES.get(page.name) if page.parent.name == "methods" else None
+    allowed = (METHOD_PAGES.get(page.name) or None) if page.parent.name == "methods" else None
     for rel in _named_configs(page):
         path = REPO / rel
         assert path.is_file(), f"{page.relative_to(REPO)} names {rel}, which does not exist"

@@ -114,22 +114,9 @@ def test_bad_arguments_are_refused():
         BalancedCL(3, backbone="tiny", temperature=-1)
 
 
-# ----- every config runs one step on generated data ----------------------------------------------
-def _cli(config: Path, data_args: list[str], tmp_path: Path):
-    from ltcl_lightning.cli import cli_main
-
-    return cli_main([
-        "fit", "--config", str(config),
-        "--trainer.fast_dev_run=true", "--trainer.accelerator=cpu", "--trainer.devices=1",
-        "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}",
-        "--model.init_args.backbone=tiny", "--model.init_args.proj_hidden_dim=16", "--model.init_args.proj_dim=8",
-        "--data.init_args.batch_size=8", "--data.init_args.num_workers=0",
-        *data_args,
-    ])
-
-
-def test_cifar_config_runs_one_step(cifar100_dir, tmp_path):
-    cli = _cli(REPO / "experiments/cifar100_lt/balanced_cl.yaml", [f"--data.init_args.data_dir={cifar100_dir}"], tmp_path)
+# ----- the recipe, one step on generated data (the run tests/test_cli.py checks too) -------------
+def test_cifar_config_runs_one_step(run_recipe):
+    cli = run_recipe("experiments/cifar100_lt/balanced_cl.yaml")
     assert cli.trainer.state.finished
     assert isinstance(cli.model, BalancedCL) and cli.model.class_counts.sum() == 10847
     assert (cli.model.temperature, cli.model.ce_weight, cli.model.contrastive_weight) == (0.1, 1.0, 0.3)

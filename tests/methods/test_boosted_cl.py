@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ltcl_lightning.callbacks.momentum import momentum_weights
-from ltcl_lightning.cli import cli_main
 from ltcl_lightning.data.boosted import BoostedCIFAR10LTDataModule
 from ltcl_lightning.data.cifar import CIFAR10LTDataModule
 from ltcl_lightning.losses.contrastive import nt_xent_loss
@@ -114,14 +113,8 @@ def test_bcl_d_tracks_the_dense_view1_vs_pruned_view2_loss():
 
 
 @pytest.mark.parametrize("variant", ["i", "d"])
-def test_config_runs_one_step(variant, cifar100_dir, splits_dir, tmp_path, monkeypatch):
-    monkeypatch.chdir(REPO)
-    cli = cli_main([
-        "fit", "--config", f"experiments/cifar100_lt/boosted_cl_{variant}.yaml", "--trainer.fast_dev_run=true",
-        "--trainer.accelerator=cpu", "--trainer.devices=1", f"--trainer.default_root_dir={tmp_path}",
-        f"--data.init_args.data_dir={cifar100_dir}", "--model.init_args.backbone=tiny",
-        "--data.init_args.batch_size=8", "--data.init_args.num_workers=0", "--trainer.enable_progress_bar=false",
-    ])
+def test_config_runs_one_step(variant, splits_dir, run_recipe):
+    cli = run_recipe(f"experiments/cifar100_lt/boosted_cl_{variant}.yaml")  # the run tests/test_cli.py checks too
     model, dm = cli.model, cli.datamodule
     assert type(model) is (BoostedCL if variant == "i" else BoostedSDCLR)
     assert dm.rand_k == (1 if variant == "i" else 2)

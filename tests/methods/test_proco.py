@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -129,45 +128,7 @@ def test_resume_restores_the_estimator_window(tmp_path, stop_step, mid_epoch):
         assert int(cap.state["window_epoch"]) == 1
 
 
-# ----- configs ------------------------------------------------------------------------------------
-def _cli(config: Path, data_args: list[str], tmp_path: Path):
-    from ltcl_lightning.cli import cli_main
-
-    cli_main([
-        "fit", "--config", str(config),
-        "--trainer.fast_dev_run=true", "--trainer.accelerator=cpu", "--trainer.devices=1",
-        "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}",
-        "--model.init_args.backbone=tiny", "--model.init_args.proj_hidden_dim=16", "--model.init_args.proj_dim=8",
-        "--data.init_args.batch_size=8", "--data.init_args.num_workers=0",
-        *data_args,
-    ])
-
-
-@pytest.mark.parametrize("config, fixture", [("experiments/cifar100_lt/proco.yaml", "cifar100_dir"), ("experiments/cifar10_lt/proco.yaml", "cifar10_dir")])
-def test_cifar_configs_run_one_step(config, fixture, request, tmp_path):
-    _cli(REPO / config, [f"--data.init_args.data_dir={request.getfixturevalue(fixture)}"], tmp_path)
-
-
-@pytest.mark.parametrize(
-    "config, module, fixture",
-    [
-        ("experiments/imagenet_lt/proco_r50.yaml", "ltcl_lightning.data.imagenet", "imagenet_lt_folder"),
-        ("experiments/imagenet_lt/proco_x50.yaml", "ltcl_lightning.data.imagenet", "imagenet_lt_folder"),
-        ("experiments/inat18/proco_r50.yaml", "ltcl_lightning.data.inaturalist", "inat_folder"),
-    ],
-)
-def test_large_scale_configs_run_one_step(config, module, fixture, request, tmp_path):
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} is not in this tree yet")
-    folder = request.getfixturevalue(fixture)
-    _cli(REPO / config, [
-        f"--data.init_args.data_dir={folder['data_dir']}",
-        f"--data.init_args.train_list={folder['train_list']}",
-        f"--data.init_args.val_list={folder['val_list']}",
-        f"--data.init_args.test_list={folder['test_list']}",
-        f"--data.init_args.num_classes={folder['num_classes']}",
-        f"--data.init_args.image_size={folder['image_size']}",
-    ], tmp_path)
+# the recipes: tests/test_cli.py::test_config_runs_one_step runs each once (tiny backbone, batch 8)
 
 
 # ----- the VMFEstimation callback -------------------------------------------------------------------

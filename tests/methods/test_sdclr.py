@@ -4,7 +4,6 @@ per-sample loss, dual BN, dense evaluation, mask re-pruning and save -> resume -
 from __future__ import annotations
 
 import copy
-import importlib.util
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -353,16 +352,8 @@ def test_checkpoint_backbone_is_dense_for_the_linear_probe(uninterrupted):
 # ----- configs --------------------------------------------------------------------------------
 
 
-def _run_config(path: Path, data_args: list[str], tmp_path, monkeypatch):
-    from ltcl_lightning.cli import cli_main
-
-    monkeypatch.chdir(REPO)
-    cli = cli_main([
-        "fit", "--config", str(path), "--trainer.fast_dev_run=true", "--trainer.accelerator=cpu",
-        "--trainer.devices=1", "--trainer.sync_batchnorm=false", f"--trainer.default_root_dir={tmp_path}",
-        "--model.init_args.backbone=tiny", "--data.init_args.batch_size=8",
-        "--data.init_args.num_workers=0", *data_args,
-    ])
+def _one_step(run_recipe, rel: str) -> SDCLR:
+    cli = run_recipe(rel)  # the run that tests/test_cli.py checks too: every recipe runs once
     model = cli.model
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
     assert isinstance(model, SDCLR) and int(model.mask_epoch) == 0
@@ -371,16 +362,12 @@ def _run_config(path: Path, data_args: list[str], tmp_path, monkeypatch):
     return model
 
 
-@pytest.mark.parametrize("name,fixture", [("cifar10_lt", "cifar10_dir"), ("cifar100_lt", "cifar100_dir")])
-def test_cifar_config_runs_one_step(name, fixture, request, tmp_path, monkeypatch):
-    data_dir = request.getfixturevalue(fixture)
-    model = _run_config(REPO / "experiments" / name / "sdclr.yaml", [f"--data.init_args.data_dir={data_dir}"], tmp_path, monkeypatch)
+@pytest.mark.parametrize("name", ["cifar10_lt", "cifar100_lt"])
+def test_cifar_config_runs_one_step(name, run_recipe):
+    model = _one_step(run_recipe, f"experiments/{name}/sdclr.yaml")
     assert model.prune_ratio == 0.9 and model.temperature == 0.2 and model.hparams.head_layers == 3
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ltcl_lightning.data.imagenet") is None, reason="ImageNet datamodule not written yet")
-def test_imagenet100_config_runs_one_step(imagenet100_lt_folder, tmp_path, monkeypatch):
-    f = imagenet100_lt_folder
-    args = [f"--data.init_args.{k}={f[k]}" for k in ("data_dir", "train_list", "val_list", "test_list", "num_classes", "image_size")]
-    model = _run_config(REPO / "experiments" / "imagenet100_lt" / "sdclr.yaml", args, tmp_path, monkeypatch)
+def test_imagenet100_config_runs_one_step(run_recipe):
+    model = _one_step(run_recipe, "experiments/imagenet100_lt/sdclr.yaml")
     assert model.prune_ratio == 0.3 and model.temperature == 0.3

@@ -113,22 +113,23 @@ def _recipe_overrides(cfg: dict, request, root: Path) -> list[str]:
 
 @pytest.fixture(scope="session")
 def run_recipe(request, tmp_path_factory):
-    """``run_recipe('experiments/<dataset>/<method>.yaml')``: the LightningCLI after one training
-    step of the recipe (tiny backbone, batch 8, generated real-format data, from a folder other
-    than the repository). Cached: every recipe runs once per session, whichever tests read it."""
+    """``run_recipe('experiments/<dataset>/<method>.yaml', *extra_args)``: the LightningCLI after
+    one training step of the recipe (tiny backbone, batch 8, generated real-format data, from a
+    folder other than the repository). Cached: every recipe (with the same extra arguments) runs
+    once per session, whichever tests read it."""
     import yaml
 
     from ltcl_lightning.cli import cli_main
 
-    runs: dict[str, object] = {}
+    runs: dict[tuple[str, ...], object] = {}
 
-    def run(rel: str):
-        if rel not in runs:
+    def run(rel: str, *extra: str):
+        if (rel, *extra) not in runs:
             cfg = yaml.safe_load((REPO / rel).read_text())
             root = tmp_path_factory.mktemp(Path(rel).stem)
             with pytest.MonkeyPatch.context() as mp:
                 mp.chdir(root)  # recipes name shipped split files: nothing relative to the repository
-                runs[rel] = cli_main(["fit", "--config", str(REPO / rel), *_recipe_overrides(cfg, request, root)])
-        return runs[rel]
+                runs[(rel, *extra)] = cli_main(["fit", "--config", str(REPO / rel), *_recipe_overrides(cfg, request, root), *extra])
+        return runs[(rel, *extra)]
 
     return run

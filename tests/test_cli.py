@@ -23,16 +23,14 @@ def test_config_runs_one_step(config, run_recipe):
     assert cli.model.class_counts.sum() > 0
 
 
-CIFAR_CONFIGS = [p for p in CONFIGS if p.parent.name.startswith("cifar") and "boosted" not in p.name]
+CIFAR_CONFIGS = [r for r in RECIPES if r.split("/")[1].startswith("cifar") and "boosted" not in r]
 
 
-@pytest.mark.parametrize("config", CIFAR_CONFIGS, ids=[str(p.relative_to(REPO / "experiments")) for p in CIFAR_CONFIGS])
-def test_cifar_config_runs_one_step_device_resident(config, request, tmp_path, monkeypatch):
+@pytest.mark.parametrize("config", CIFAR_CONFIGS, ids=[r.removeprefix("experiments/") for r in CIFAR_CONFIGS])
+def test_cifar_config_runs_one_step_device_resident(config, run_recipe):
     """The batched on-device backend: images resident on the device, views built in
     on_after_batch_transfer, no loader workers."""
-    monkeypatch.chdir(REPO)
-    cfg = yaml.safe_load(config.read_text())
-    cli = cli_main(["fit", "--config", str(config), *_overrides(cfg, request, tmp_path), "--data.init_args.device_resident=true"])
+    cli = run_recipe(config, "--data.init_args.device_resident=true")
     assert cli.trainer.state.finished and cli.datamodule.device_resident
     assert cli.trainer.train_dataloader.num_workers == 0
 

@@ -41,6 +41,7 @@ def balanced_contrastive_loss(
     temperature: float = 0.07,
     reduction: Reduction = "mean",
     gather: bool = True,
+    check_labels: bool = True,
 ) -> torch.Tensor:
     """Balanced supervised contrastive loss (BalancedCL, CVPR 2022, "L_BalSCL").
 
@@ -55,6 +56,9 @@ def balanced_contrastive_loss(
             over the sample's V anchors).
         gather: contrast against the embeddings of all ranks (class counts over the global
             batch; default, see the module docstring); ``False`` = the local batch only.
+        check_labels: refuse labels outside [0, C) (reads them on the host: a device sync;
+            a caller whose labels were validated already, e.g. against the datamodule's class
+            counts, passes ``False``).
 
     Returns:
         The loss (scalar, or (B,) with ``reduction='none'``), in float32 at least.
@@ -78,7 +82,7 @@ def balanced_contrastive_loss(
         if prototypes.ndim != 2 or prototypes.shape[1] != p:
             raise ValueError(f"prototypes must have shape (C, {p}), got {tuple(prototypes.shape)}")
         num_classes = prototypes.shape[0]
-        if b > 0 and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        if check_labels and b > 0 and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
             raise ValueError(
                 f"labels must lie in [0, {num_classes}) (one prototype per class), got range "
                 f"[{int(labels.min())}, {int(labels.max())}]"

@@ -102,10 +102,11 @@ def _debye_coefficients(nu: float) -> tuple[tuple[float, ...], tuple[float, ...]
 
 
 def _horner(coeffs: tuple[float, ...], t: torch.Tensor) -> torch.Tensor:
-    c = torch.tensor(coeffs, dtype=t.dtype, device=t.device)
+    # Python-float coefficients: no tensor is built from host data per call (on a GPU that is a
+    # host-to-device copy every step), and out of place, so that torch.compile can trace it
     acc = torch.full_like(t, coeffs[-1])
-    for i in range(len(coeffs) - 2, -1, -1):
-        torch.addcmul(c[i], acc, t, out=acc)  # acc = c_i + acc * t, one pass
+    for c in reversed(coeffs[:-1]):
+        acc = acc * t + c
     return acc
 
 
@@ -121,15 +122,16 @@ def _debye_g_and_e(nu: float, s: torch.Tensor, need_e: bool = True) -> tuple[tor
     r = torch.sqrt(s + nu * nu)
     t = nu / r
     u = _horner(coeffs, t)
-    g = torch.log(r + nu).mul_(-nu).add_(r)
-    g.sub_(torch.log(r * (2 * math.pi)).mul_(0.5)).add_(torch.log1p(u))
+    # out of place throughout: e is saved for backward, and a tensor saved for backward that
+    # was built in place breaks torch.compile (InternalTorchDynamoError)
+    g = r - nu * torch.log(r + nu) - 0.5 * torch.log(r * (2 * math.pi)) + torch.log1p(u)
     if not need_e:
         return g, None
     du = _horner(dcoeffs, t)
     inv_r = r.reciprocal()
     # e = 1/(nu + r) - (1/r^2) * (1/2 + nu S' / ((1 + S) r))
-    corr = torch.addcmul(torch.tensor(0.5, dtype=r.dtype, device=r.device), du.div_(u.add_(1.0)), inv_r, value=nu)
-    e = (r + nu).reciprocal_().sub_(corr.mul_(inv_r).mul_(inv_r))
+    corr = 0.5 + nu * (du / (u + 1.0)) * inv_r
+    e = (r + nu).reciprocal() - corr * inv_r * inv_r
     return g, e
 
 

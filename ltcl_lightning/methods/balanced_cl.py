@@ -97,5 +97,6 @@ class BalancedCL(TwoBranchMethod):
         return F.normalize(self.head_fc(self.class_weights()), dim=1)
 
     def contrastive_loss(self, z2, z3, target, h):
-        loss = balanced_contrastive_loss([z2, z3], target, self.prototypes(), temperature=self.temperature, gather=self.gather)
+        loss = balanced_contrastive_loss([z2, z3], target, self.prototypes(), temperature=self.temperature, gather=self.gather,
+                                         check_labels=False)  # the data's labels are checked against num_classes at setup
         return loss, {}

@@ -184,7 +184,7 @@ class LongTailMethod(pl.LightningModule):
             if k == "features" or not torch.is_tensor(v):
                 continue
             if v.ndim == 0:
-                self.log(f"train/{k}", v.detach(), prog_bar=(k == "loss"), batch_size=bs)
+                self.log(f"train/{k}", v.detach(), batch_size=bs)  # not on the progress bar: Lightning reads those with .item() every step
             else:  # per-sample values (e.g. BoostedCL's per_sample_loss) reach callbacks' outputs
                 step_out[k] = v.detach()
         return step_out

@@ -98,7 +98,8 @@ class VMFEstimator(nn.Module):
             onehot = F.one_hot(y, self.num_classes).to(torch.float64)
             return onehot.T @ z, onehot.sum(0)
         sums = torch.zeros(self.num_classes, self.dim, dtype=torch.float64, device=z.device).index_add_(0, y, z)
-        counts = torch.bincount(y, minlength=self.num_classes).to(torch.float64)
+        # index_add_ rather than bincount: bincount sizes its output from the data (a host sync on a GPU)
+        counts = torch.zeros(self.num_classes, dtype=torch.float64, device=z.device).index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
         return sums, counts
 
     @torch.no_grad()

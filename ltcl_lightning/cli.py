@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from lightning.pytorch.cli import LightningCLI
 
 from ltcl_lightning.data.base import LongTailDataModule
@@ -33,21 +31,11 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> LTCLCLI:
     )
 
 
-#: extra sub-commands beside Lightning's fit / validate / test / predict: name -> module with main(argv)
-EXTRA_COMMANDS = {
-    "probe": "ltcl_lightning.probe",  # linear-probe evaluation protocol (full / 100-shot / 50-shot)
-    "report": "ltcl_lightning.report",  # PNG figures from a finished run's per-class CSV
-}
+def main(argv: list[str] | None = None):
+    """``ltcl``: see :mod:`ltcl_lightning.commands` (the console script's entry point)."""
+    from ltcl_lightning.commands import main as dispatch
 
-
-def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in EXTRA_COMMANDS:
-        import importlib
-
-        importlib.import_module(EXTRA_COMMANDS[argv[0]]).main(argv[1:])
-        return
-    cli_main(argv)
+    return dispatch(argv)
 
 
 if __name__ == "__main__":

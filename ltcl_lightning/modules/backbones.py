@@ -6,6 +6,11 @@
   option-A shortcuts), 64-d (ProCo, BalancedCL on CIFAR).
 - ``resnet50``, ``resnext50_32x4d``: torchvision models without ``fc``, 2048-d, from scratch.
 - ``tiny``: a 3-conv network for tests and the offline demo, 64-d.
+- ``timm:<name>``: any timm model, from scratch, classifier removed (the ``timm`` extra).
+- any ``nn.Module`` with an int ``out_dim`` (its feature width), passed from Python.
+
+``ltcl export`` writes ``resnet18_cifar`` / ``resnet50`` / ``resnext50_32x4d`` weights with
+torchvision's keys (:func:`to_torchvision_state_dict`, :data:`TORCHVISION_EQUIVALENT`).
 """
 
 from __future__ import annotations
@@ -111,6 +116,27 @@ class TorchvisionTrunk(nn.Module):
         return self.net(x)
 
 
+class TimmBackbone(nn.Module):
+    """Any timm model by name (``backbone: timm:resnet50d``), built from scratch (no weight
+    download) without its classifier: pooled ``num_features``-d features. Needs the ``timm``
+    extra (``pip install "ltcl-lightning[timm]"``)."""
+
+    def __init__(self, model_name: str):
+        super().__init__()
+        try:
+            import timm
+        except ImportError:  # pragma: no cover - depends on the environment
+            raise ImportError(f"backbone 'timm:{model_name}' needs timm: pip install 'ltcl-lightning[timm]'") from None
+        if model_name not in timm.list_models():
+            close = timm.list_models(f"*{model_name[:6]}*")[:8]
+            raise ValueError(f"timm has no model {model_name!r} (similar: {close})")
+        self.net = timm.create_model(model_name, pretrained=False, num_classes=0)
+        self.out_dim = int(self.net.num_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 BACKBONES: dict[str, Callable[[], nn.Module]] = {
     "resnet18_cifar": lambda: CifarResNet([64, 128, 256, 512], [2, 2, 2, 2], [1, 2, 2, 2], shortcut="B"),
     "resnet32_cifar": lambda: CifarResNet([16, 32, 64], [5, 5, 5], [1, 2, 2], shortcut="A"),
@@ -126,6 +152,56 @@ def build_backbone(name: str | nn.Module) -> nn.Module:
         if not isinstance(getattr(name, "out_dim", None), int):
             raise ValueError(f"a backbone module must tell its feature width as an int `out_dim`; {type(name).__name__} does not")
         return name
+    if name.startswith("timm:"):
+        return TimmBackbone(name[len("timm:"):])
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)} or 'timm:<model name>'")
     return BACKBONES[name]()
+
+
+# ----- torchvision layout (ltcl export) ----------------------------------------------------------
+def torchvision_resnet18_cifar() -> nn.Module:
+    """torchvision's ResNet-18 with the CIFAR stem: ``conv1`` 3x3 stride 1 (no bias), no max-pool,
+    ``fc`` = identity (512-d pooled features). Computes the same features as ``resnet18_cifar``
+    for the weights :func:`to_torchvision_state_dict` maps."""
+    net = torchvision.models.resnet18(weights=None)
+    net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    net.maxpool = nn.Identity()
+    net.fc = nn.Identity()
+    return net
+
+
+#: backbone name -> (torchvision constructor call that receives the exported weights, builder)
+TORCHVISION_EQUIVALENT: dict[str, tuple[str, Callable[[], nn.Module]]] = {
+    "resnet18_cifar": (
+        "torchvision.models.resnet18(); conv1 = Conv2d(3, 64, 3, 1, 1, bias=False); maxpool = fc = Identity()",
+        torchvision_resnet18_cifar,
+    ),
+    "resnet50": ("torchvision.models.resnet50(); fc = Identity()", lambda: _no_fc(torchvision.models.resnet50(weights=None))),
+    "resnext50_32x4d": (
+        "torchvision.models.resnext50_32x4d(); fc = Identity()",
+        lambda: _no_fc(torchvision.models.resnext50_32x4d(weights=None)),
+    ),
+}
+
+
+def _no_fc(net: nn.Module) -> nn.Module:
+    net.fc = nn.Identity()
+    return net
+
+
+def to_torchvision_state_dict(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A ``resnet18_cifar`` / ``resnet50`` / ``resnext50_32x4d`` backbone's ``state_dict`` with
+    the keys of the torchvision model (``TORCHVISION_EQUIVALENT``): ``layers.<i>.`` becomes
+    ``layer<i+1>.``, the trunk's ``net.`` prefix goes."""
+    if name not in TORCHVISION_EQUIVALENT:
+        raise ValueError(f"backbone {name!r} has no torchvision equivalent (known: {sorted(TORCHVISION_EQUIVALENT)})")
+    out = {}
+    for key, value in state.items():
+        if name == "resnet18_cifar" and key.startswith("layers."):
+            i, rest = key[len("layers."):].split(".", 1)
+            key = f"layer{int(i) + 1}.{rest}"
+        elif name != "resnet18_cifar":
+            key = key.removeprefix("net.")
+        out[key] = value
+    return out

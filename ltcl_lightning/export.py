@@ -1,6 +1,6 @@
 """``ltcl export CKPT OUT``: a trained backbone as a plain ``state_dict`` plus a small JSON.
 
-    ltcl export runs/.../last.ckpt backbone.pt      # writes backbone.pt and backbone.json
+    ltcl export runs/sdclr/version_0/checkpoints/last.ckpt backbone.pt   # + backbone.json
 
 The weights are the backbone's only (no projector, no probe; SDCLR: the dense branch with the
 dense batch norm, masks dropped), saved with ``torch.save`` as a dict of tensors (loadable with

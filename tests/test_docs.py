@@ -92,3 +92,16 @@ def test_relative_links_resolve(page):
 def test_config_regex_finds_paths_in_prose():
     assert CONFIG_RE.findall("run `ltcl fit --config experiments/cifar100_lt/proco.yaml`, or experiments/a-b/c_d.yaml.") == [
         "experiments/cifar100_lt/proco.yaml", "experiments/a-b/c_d.yaml"]
+
+
+@pytest.mark.parametrize("recipe", sorted(p.relative_to(REPO).as_posix() for p in (REPO / "experiments").rglob("*.yaml")
+                                          if p.parent.name != "logger" and p.name != "quickstart.yaml"))
+def test_recipe_header_names_the_page_with_its_differences(recipe):
+    """Said once: a recipe's header names the recipe and its source, and links the method page
+    that lists the differences from the official code (the page names the recipe's model)."""
+    text = (REPO / recipe).read_text()
+    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    pages = re.findall(r"Differences from the official code: docs/methods/(\w+\.md)", header)
+    assert len(pages) == 1, f"{recipe}: the header should link its docs/methods page once"
+    model = yaml.safe_load(text)["model"]["class_path"]
+    assert not METHOD_PAGES[pages[0]] or model in METHOD_PAGES[pages[0]], f"{recipe}: docs/methods/{pages[0]} does not name {model}"

@@ -14,19 +14,7 @@ BatchNorm normalises over the C weight vectors. Gradients of L_BalSCL reach the 
 weights through the prototypes. alpha, beta = ``ce_weight``, ``contrastive_weight`` (official
 ImageNet-LT / iNat: 1.0, 0.35); T = 0.07.
 
-Differences from the official code:
-
-* Classifier weights as given to ``head_fc``: the official model feeds ``fc.weight.T``, which
-  is (C, d) for its cosine classifier (weight stored (d, C)) but (d, C) for ``nn.Linear``
-  (weight (C, d)), so the official linear-classifier path fails unless C = d. We always feed
-  the C class vectors (rows of (C, d)), raw (not normalised), in both cases.
-* Distributed training: the official script uses ``nn.DataParallel``, so its criterion sees the
-  whole batch; under DDP ``gather=True`` (the default) reproduces that (class counts over the
-  global batch, gradients through the gather), ``gather=False`` keeps each rank's batch local.
-  ``head_fc``'s BatchNorm runs over all C prototypes on every rank, as on every DataParallel
-  replica.
-* CIFAR-LT: no official code; ``experiments/cifar100_lt/balanced_cl.yaml`` documents the
-  recipe we chose.
+Differences from the official code: ``docs/methods/balanced_cl.md``.
 """
 
 from __future__ import annotations

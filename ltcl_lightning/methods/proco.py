@@ -18,17 +18,7 @@ The estimators' window swaps at every epoch start (old <- new, new <- reset), do
 epoch e the model uses the features of epoch e-1 and of epoch e so far. Evaluation: classifier
 logits.
 
-Differences from the official code:
-
-* estimator state is seeded identically on every rank (official: unseeded per process), kept
-  in persistent buffers (official: plain attributes, pickled with the criterion), and the
-  window swap is idempotent per epoch so a mid-epoch resume keeps it (official resume
-  granularity: epoch);
-* no (N, C, p) / (B, C, p) temporaries, Bessel functions by the Debye expansion (accurate for
-  kappa >> p where the official Miller recurrence is not), see ``losses/proco.py``;
-* odd feature dimensions use the true order p/2 - 1 (official: ``int(p/2 - 1)``);
-* ``train/acc`` uses classifier logits + alpha * mean branch logits as the official code; the
-  CE and the contrastive loss are logged as ``train/ce_loss`` and ``train/contrastive_loss``.
+Differences from the official code: ``docs/methods/proco.md``.
 """
 
 from __future__ import annotations

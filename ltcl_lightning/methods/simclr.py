@@ -8,8 +8,7 @@ Per sample i with projections z1_i, z2_i (2B anchors, 2B - 2 negatives each; the
 
 Reference recipe for long-tailed CIFAR (SDCLR / BoostedCL code): ResNet-18 CIFAR, 2-layer head
 512-512-128 with BN on the output, T 0.2, SGD lr 0.5, warm-up 10 epochs + cosine to 1e-6.
-Difference from the reference: both views go through one forward (BN over 2B images, as the
-reference SimCLR does); the online probe is ours (the reference probes offline).
+Differences from the reference: ``docs/methods/simclr.md``.
 
 The SimCLR family (SDCLR, BoostedCL, BoostedSDCLR, new NT-Xent variants) shares this step and
 overrides two hooks: :meth:`SimCLR.encode` (how the two views become projections: SDCLR's dense /

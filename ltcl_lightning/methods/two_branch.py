@@ -22,18 +22,14 @@ adjustment) with the base's long-tail metrics; the base logs last-epoch and best
 Views (``train_views`` of the datamodule, exactly three):
 
 * CIFAR v1 ``autoaugment_cutout``: crop 32 pad 4, flip, AutoAugment CIFAR10 policy, Cutout 16 px.
-  Differs from the official code: torchvision's AutoAugment (fill 0) instead of the
-  DeepVoltaire copy (fill 128); Cutout is a fixed-size ``RandomErasing`` (the official hole
-  may be clipped at the border, ours is always fully inside).
 * ImageNet-LT / iNat v1 ``randaugment``: RandomResizedCrop, flip, ColorJitter(0.4, 0.4, 0.4, 0),
-  torchvision ``RandAugment(2, 10)``. Differs from the official timm-style
-  "rand-n2-m10-mstd0.5": no per-op probability 0.5, no magnitude noise, another op list.
+  torchvision ``RandAugment(2, 10)``.
 * v2 / v3 ``simclr``: RandomResizedCrop (0.08-1), flip, ColorJitter(0.4, 0.4, 0.4, 0.1) p 0.8,
-  grayscale p 0.2 (same recipe as the official "sim").
+  grayscale p 0.2 (the official "sim").
 
 Subclasses implement :meth:`contrastive_loss` (and may override :meth:`train_accuracy_logits`).
-Other differences from the official code: none in the step itself; DDP gradients are averaged
-by Lightning as in the official DDP code, without SyncBatchNorm (as there).
+Differences from the official code (none in the step itself): ``docs/methods/proco.md``,
+``docs/methods/balanced_cl.md``.
 """
 
 from __future__ import annotations

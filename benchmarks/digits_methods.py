@@ -18,10 +18,13 @@ import lightning.pytorch as pl
 import torch
 from torchvision.transforms import v2
 
+from ltcl_lightning.callbacks.temperature import TemperatureSchedule
 from ltcl_lightning.longtail import format_table
 from ltcl_lightning.data.boosted import BoostedDataModuleMixin, _boosted_init
 from ltcl_lightning.data.digits import DigitsLTDataModule
 from ltcl_lightning.methods import CrossEntropy, SDCLR, BalancedCL, BoostedCL, ProCo, SimCLR, SupCon
+from ltcl_lightning.methods.hard_negative import DebiasedSimCLR, HardNegativeSimCLR
+from ltcl_lightning.methods.paco import GPaCo, PaCo
 from ltcl_lightning.optim.schedules import WarmupCosine
 
 
@@ -60,6 +63,15 @@ def runs(n_train: int):
         "CE + logit adj.": (lambda: CrossEntropy(10, optimizer=sgd(0.1), logit_adjust_tau=1.0, **sup), lambda: DigitsLTDataModule(train_views=["crop_flip"])),
         "BalancedCL": (lambda: BalancedCL(10, optimizer=sgd(0.1), proj_hidden_dim=128, proj_dim=64, **sup), two),
         "ProCo": (lambda: ProCo(10, optimizer=sgd(0.1), proj_hidden_dim=128, proj_dim=64, **sup), two),
+        # t_max 3 of 30 epochs: the official 200 of 2000
+        "SimCLR + TS": (lambda: SimCLR(10, optimizer=sgd(0.3), **ssl), DigitsLTDataModule,
+                        [TemperatureSchedule(tau_min=0.1, tau_max=1.0, t_max=3)]),
+        "HCL (SimCLR)": (lambda: HardNegativeSimCLR(10, optimizer=sgd(0.3), tau_plus=0.1, beta=1.0, **ssl), DigitsLTDataModule),
+        "DCL (SimCLR)": (lambda: DebiasedSimCLR(10, optimizer=sgd(0.3), tau_plus=0.1, **ssl), DigitsLTDataModule),
+        "PaCo": (lambda: PaCo(10, optimizer=sgd(0.1), proj_dim=32, queue_size=256, temperature=0.1, alpha=0.05, **sup),
+                 lambda: DigitsLTDataModule(train_views=["crop_flip", "digits"])),
+        "GPaCo": (lambda: GPaCo(10, optimizer=sgd(0.1), proj_dim=32, queue_size=256, temperature=0.1, alpha=0.05, **sup),
+                  lambda: DigitsLTDataModule(train_views=["crop_flip", "digits"])),
     }
 
 
@@ -70,13 +82,14 @@ def main() -> None:
     args = ap.parse_args()
     n_train = sum(DigitsLTDataModule().class_counts)
     rows, secs = {}, {}
-    for name, (make_model, make_data) in runs(n_train).items():
+    for name, (make_model, make_data, *callbacks) in runs(n_train).items():
         if args.only and name not in args.only.split(","):
             continue
         pl.seed_everything(0, verbose=False)
         model, dm = make_model(), make_data()
         trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=args.epochs, logger=False,
-                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             callbacks=callbacks[0] if callbacks else None)
         t0 = time.perf_counter()
         trainer.fit(model, dm)
         secs[name] = time.perf_counter() - t0

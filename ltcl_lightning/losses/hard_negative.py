@@ -35,8 +35,7 @@ import math
 
 import torch
 
-from ltcl_lightning.losses.contrastive import Reduction
-from ltcl_lightning.utils import dist
+from ltcl_lightning.losses.contrastive import Reduction, contrastive_logits, per_sample_mean
 
 
 def _check(temperature: float, tau_plus: float) -> None:
@@ -66,27 +65,13 @@ def hard_negative_nt_xent_loss(
     _check(temperature, tau_plus)
     if z1.shape != z2.shape:
         raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
-    b = z1.shape[0]
-    if gather:
-        (g1, g2), _, offset = dist.gather_views([z1, z2])
-    else:
-        g1, g2, offset = z1, z2, 0
-    bg = g1.shape[0]
-    n_neg = 2 * bg - 2
+    c = contrastive_logits([z1, z2], None, temperature, gather)
+    logits = c.logits.float() if c.logits.dtype in (torch.float16, torch.bfloat16) else c.logits
+    n_neg = logits.shape[1] - 2  # 2 B_global - 2: every item but the anchor and its positive
     if n_neg < 1:
         raise ValueError("the hard-negative NT-Xent needs at least 2 samples in the (global) batch")
-    anchors = torch.cat([z1, z2], 0)  # (2B, d), view-major
-    logits = anchors @ torch.cat([g1, g2], 0).T / temperature  # (2B, 2Bg)
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    local = torch.arange(b, device=logits.device) + offset
-    rows = torch.arange(2 * b, device=logits.device)
-    self_cols = torch.cat([local, local + bg])
-    pos_cols = torch.cat([local + bg, local])
-    negative = torch.ones_like(logits, dtype=torch.bool)
-    negative[rows, self_cols] = False
-    negative[rows, pos_cols] = False
-    log_pos = logits[rows, pos_cols]  # s+ / t
+    negative = ~(c.pos_mask | c.self_mask)
+    log_pos = logits.masked_fill(~c.pos_mask, 0.0).sum(1)  # s+ / t (one positive per anchor)
 
     def lse(scale: float) -> torch.Tensor:
         return torch.logsumexp((scale * logits).masked_fill(~negative, float("-inf")), dim=1)
@@ -101,12 +86,7 @@ def hard_negative_nt_xent_loss(
     else:
         log_ng = torch.where(log_r > floor, log_r, torch.full_like(log_r, floor))
     loss_per_anchor = torch.logaddexp(log_pos, log_ng) - log_pos
-    per_sample = loss_per_anchor.view(2, b).mean(0)
-    if reduction == "none":
-        return per_sample
-    if reduction == "mean":
-        return per_sample.mean()
-    raise ValueError(f"unknown reduction {reduction!r}")
+    return per_sample_mean(loss_per_anchor, c.num_views, reduction)
 
 
 def debiased_nt_xent_loss(

@@ -17,8 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from ltcl_lightning.losses.contrastive import Reduction
-from ltcl_lightning.utils import dist
+from ltcl_lightning.losses.contrastive import Reduction, contrastive_logits, per_sample_mean
 
 
 class KeyedContrast(NamedTuple):
@@ -49,18 +48,11 @@ def keyed_contrast(
     if queue_keys.shape[0] != queue_labels.shape[0] or (queue_keys.numel() and queue_keys.shape[1] != q.shape[1]):
         raise ValueError(f"queue keys {tuple(queue_keys.shape)} and labels {tuple(queue_labels.shape)} do not fit queries {tuple(q.shape)}")
     b = q.shape[0]
-    if gather:
-        (gq, gk), glabels, offset = dist.gather_views([q, k.detach()], labels)
-    else:
-        gq, gk, glabels, offset = q, k.detach(), labels, 0
-    assert glabels is not None
-    candidates = torch.cat([gq, gk, queue_keys.detach().to(q.dtype)], 0)
-    cand_labels = torch.cat([glabels, glabels, queue_labels.to(labels.device)], 0)
-    logits = q @ candidates.T / temperature
-    not_self = torch.ones_like(logits, dtype=torch.bool)
-    not_self[torch.arange(b, device=q.device), torch.arange(b, device=q.device) + offset] = False
-    positive = (labels[:, None] == cand_labels[None, :]) & not_self
-    return KeyedContrast(logits.masked_fill(~not_self, float("-inf")), positive, not_self)
+    # the kernel's anchors are both views; the key rows (no gradient) are dropped
+    c = contrastive_logits([q, k.detach()], labels, temperature, gather,
+                           extra_items=queue_keys.detach().to(q.dtype), extra_labels=queue_labels.to(labels.device))
+    not_self = ~c.self_mask[:b]
+    return KeyedContrast(c.logits[:b].masked_fill(~not_self, float("-inf")), c.pos_mask[:b], not_self)
 
 
 def queue_supcon_loss(
@@ -77,9 +69,4 @@ def queue_supcon_loss(
     ``-log softmax`` (PaCo's loss without class centres, alpha = gamma = 1)."""
     c = keyed_contrast(q, k, labels, queue_keys, queue_labels, temperature, gather)
     log_prob = c.logits - torch.logsumexp(c.logits, dim=1, keepdim=True)
-    per_sample = -log_prob.masked_fill(~c.positive, 0.0).sum(1) / c.positive.sum(1)
-    if reduction == "none":
-        return per_sample
-    if reduction == "mean":
-        return per_sample.mean()
-    raise ValueError(f"unknown reduction {reduction!r}")
+    return per_sample_mean(-log_prob.masked_fill(~c.positive, 0.0).sum(1) / c.positive.sum(1), 1, reduction)

@@ -12,20 +12,24 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 import torch
+from sync_counter import SyncCounter
 
 from ltcl_lightning.data.boosted import BoostedDataModuleMixin
 from ltcl_lightning.data.digits import DigitsLTDataModule
-from ltcl_lightning.methods import BalancedCL, BoostedCL, BoostedSDCLR, CrossEntropy, ProCo, SDCLR, SimCLR, SupCon
-
-from sync_counter import SyncCounter
+from ltcl_lightning.methods import (
+    SDCLR,
+    BalancedCL,
+    BoostedCL,
+    BoostedSDCLR,
+    CrossEntropy,
+    ProCo,
+    SimCLR,
+    SupCon,
+)
 
 
 class BoostedDigitsLTDataModule(BoostedDataModuleMixin, DigitsLTDataModule):
     """Digits-LT with BoostedCL's weight-driven views."""
-
-    def __init__(self, rand_k: int = 1, **kwargs):
-        super().__init__(**kwargs)
-        self.rand_k, self.rand_strength, self.crop_scale = rand_k, 30.0, (0.5, 1.0)
 
 
 class _Window(pl.Callback):
@@ -67,7 +71,7 @@ def test_no_host_sync_per_training_step(name, tmp_path):
     data = dict(data)
     rand_k = data.pop("boosted", None)
     kw = dict(batch_size=32, device_resident=True, **data)
-    dm = BoostedDigitsLTDataModule(rand_k=rand_k, **kw) if rand_k else DigitsLTDataModule(**kw)
+    dm = BoostedDigitsLTDataModule(rand_k=rand_k, crop_scale=(0.5, 1.0), **kw) if rand_k else DigitsLTDataModule(**kw)
     counter = SyncCounter()
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=4, limit_val_batches=0,

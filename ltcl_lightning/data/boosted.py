@@ -38,7 +38,7 @@ Deliberate differences from the official code (MediaBrain-SJTU/BCL ``a2342f8``):
 
 from __future__ import annotations
 
-import math
+from functools import cached_property
 from typing import Callable, Sequence
 
 import numpy as np
@@ -48,9 +48,10 @@ import PIL.ImageEnhance
 import PIL.ImageOps
 import torch
 from torch.utils.data import Dataset
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 
+from ltcl_lightning.data import batched as B
+from ltcl_lightning.data.augment import SimCLRAugment
 from ltcl_lightning.data.base import IndexedDataset
 from ltcl_lightning.data.cifar import CIFAR10LTDataModule, CIFAR100LTDataModule
 from ltcl_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, _finish
@@ -186,6 +187,77 @@ class ProbRandAugment:
         return img
 
 
+#: op names of RANDAUG_OPS -> ids of the batched op bank (``data/batched.py``)
+_BATCHED_IDS = [B.OP_IDS[name] for name, *_ in RANDAUG_OPS]
+_SIGNED = {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"}
+
+
+def _op_tables(device: torch.device, tables: dict) -> tuple[torch.Tensor, ...]:
+    key = str(device)
+    if key not in tables:  # per-device tables, built once (no host-to-device copy per step)
+        tables[key] = (
+            torch.tensor(_BATCHED_IDS, device=device),
+            torch.tensor([lo for _, _, lo, _ in RANDAUG_OPS], dtype=torch.float64, device=device),
+            torch.tensor([hi for _, _, _, hi in RANDAUG_OPS], dtype=torch.float64, device=device),
+            torch.tensor([name in _SIGNED for name, *_ in RANDAUG_OPS], device=device),
+            torch.tensor(_CUTOUT_FILL, dtype=torch.float32, device=device),
+        )
+    return tables[key]
+
+
+def boosted_op(x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sign: torch.Tensor, rx: torch.Tensor,
+               ry: torch.Tensor, tables: dict) -> torch.Tensor:
+    """Op ``RANDAUG_OPS[k[i]]`` with value ``v[i]``, sign ``sign[i]`` (+-1) and cutout centre
+    (rx[i], ry[i]) applied to image i: the batched form of ``op(img, v, sign, (rx, ry))``."""
+    _, _, h, w = x.shape
+    ids, _, _, signed, grey = _op_tables(x.device, tables)
+    op = ids[k]
+    v = v.double()
+    # PIL units: geometric ops signed, translations a fraction of the size, posterize >= 1 bit
+    value = torch.where(signed[k], sign.double() * v, v)
+    value = torch.where(op == B.OP_IDS["TranslateX"], value * w, torch.where(op == B.OP_IDS["TranslateY"], value * h, value))
+    value = torch.where(op == B.OP_IDS["Posterize"], v.trunc().clamp_min(1.0), value)
+    # Cutout as _cutout: a v * width square at the centre (rx w, ry h); PIL's rectangle includes
+    # its far corner (columns int(x0) .. int(x1)); nothing at v <= 0
+    side = v * w
+    x0 = (rx.double() * w - side / 2).clamp_min(0.0).trunc()
+    y0 = (ry.double() * h - side / 2).clamp_min(0.0).trunc()
+    x1 = torch.minimum(x0 + side, torch.full_like(x0, float(w))).trunc()
+    y1 = torch.minimum(y0 + side, torch.full_like(y0, float(h))).trunc()
+    box = torch.stack([y0, x0, y1 + 1, x1 + 1], 1).long()
+    box = torch.where((v > 0)[:, None], box, torch.zeros_like(box))
+    return B.apply_op(x, op, value, cutout=box, cutout_fill=grey)
+
+
+def draw_boosted_ops(n: int, magnitude: torch.Tensor, prob: torch.Tensor, num_ops: int, generator: torch.Generator,
+                     tables: dict) -> list[dict[str, torch.Tensor]]:
+    """The per-sample draws of :class:`ProbRandAugment` for ``n`` items (the same five uniforms
+    per op as the per-sample path: choice, coin, sign, cutout x, cutout y): one dict per op slot
+    with the op index ``k``, ``apply`` (coin < prob), ``value`` (``op_value(m, min, max)``),
+    ``sign`` and the cutout centre."""
+    dev = generator.device
+    _, lo, hi, _, _ = _op_tables(dev, tables)
+    n_ops = lo.numel()
+    out = []
+    for _ in range(num_ops):
+        r = torch.rand(n, 5, generator=generator, device=dev, dtype=torch.float64)
+        k = (r[:, 0] * n_ops).long().clamp_max(n_ops - 1)
+        out.append({
+            "k": k, "apply": r[:, 1] < prob, "value": op_value(magnitude.double(), lo[k], hi[k]),
+            "sign": torch.where(r[:, 2] < 0.5, 1.0, -1.0).double(), "rx": r[:, 3], "ry": r[:, 4],
+        })
+    return out
+
+
+def prob_randaugment_batched(x: torch.Tensor, magnitude: torch.Tensor, prob: torch.Tensor, num_ops: int,
+                             generator: torch.Generator, tables: dict) -> torch.Tensor:
+    """:class:`ProbRandAugment` for a batch: per sample its own magnitude, probability and op draws."""
+    for d in draw_boosted_ops(x.shape[0], magnitude, prob, num_ops, generator, tables):
+        out = boosted_op(x, d["k"], d["value"], d["sign"], d["rx"], d["ry"], tables)
+        x = B.where_b(d["apply"], out, x)
+    return x
+
+
 class BoostedViews:
     """Two views of one image: SimCLR base + :class:`ProbRandAugment` driven by the weight ``w``.
 
@@ -215,6 +287,9 @@ class BoostedViews:
         self.rand_k = rand_k
         self.rand_strength = float(rand_strength)
         self.num_views = num_views
+        self.crop_scale = tuple(crop_scale)
+        self.interpolation = "bicubic" if interpolation == InterpolationMode.BICUBIC else "bilinear"
+        self._tables: dict = {}
         # the SimCLR CIFAR augmentation of the reference (spec data_and_eval.md section 4) on PIL
         self.base = v2.Compose(
             [
@@ -255,6 +330,18 @@ class BoostedViews:
                 x = self.randaug(x, m, p)
             views.append(self.finish(x))
         return views
+
+    def batched(self, x: torch.Tensor, w: torch.Tensor, generator: torch.Generator, size: int) -> list[torch.Tensor]:
+        """The views of a batch ``x`` (uint8 values as float32, on the device) with per-sample
+        weights ``w`` (B,): the batched SimCLR base for every view first, then the batched
+        weight-driven RandAugment (at ``w = 0`` nothing is applied: the SimCLR recipe, and the
+        base views are bit-identical to :class:`SimCLRAugment`'s under the same generator)."""
+        base = SimCLRAugment(scale=self.crop_scale, interpolation=self.interpolation)
+        views = [base.batched(x, generator, size) for _ in range(self.num_views)]
+        w = w.to(torch.float64)
+        u = torch.rand(x.shape[0], generator=generator, device=generator.device, dtype=torch.float64) if self.diverse else 0.0
+        m = 5.0 + (self.rand_strength - 5.0) * w * u if self.diverse else 10.0 + (self.rand_strength - 10.0) * w
+        return [prob_randaugment_batched(v, m, w, self.rand_k, generator, self._tables) for v in views]
 
     def __repr__(self) -> str:
         return f"BoostedViews(rand_k={self.rand_k}, rand_strength={self.rand_strength}, base={self.base!r})"
@@ -312,16 +399,42 @@ class BoostedIndexedDataset(IndexedDataset):
 
 class BoostedDataModuleMixin:
     """Turns a ``LongTailDataModule`` whose training set is an ``IndexedDataset`` into BoostedCL's:
-    the training set becomes a :class:`BoostedIndexedDataset` with :class:`BoostedViews`."""
+    the training views are :class:`BoostedViews` driven by the per-sample weights.
+
+    Worker backend: the training set becomes a :class:`BoostedIndexedDataset` (weights in
+    shared memory). Device-resident backend (``device_resident=True``): the weights given to
+    :meth:`set_sample_weights` are kept on the training device (copied there once per
+    publication) and read by sample index in :meth:`resident_views`, on the device.
+
+    Args (besides the datamodule's own; ``train_views`` is replaced by the boosted two views):
+        rand_k: RandAugment ops per view: 1 = BCL-I, >= 2 = BCL-D.
+        rand_strength: S, the largest magnitude (of 30).
+        crop_scale: scale range of the SimCLR crop ((0.1, 1) in the CIFAR recipes).
+    """
 
     rand_k: int
     rand_strength: float
     crop_scale: tuple[float, float]
 
+    def __init__(self, *args, rand_k: int = 1, rand_strength: float = 30.0, crop_scale: Sequence[float] = (0.1, 1.0), **kwargs):
+        _reject_train_views(kwargs)
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        if len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+            raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {tuple(crop_scale)}")
+        # validates rand_k / rand_strength early, at construction, not in the first worker
+        BoostedViews(rand_k=rand_k, rand_strength=rand_strength)
+        self.rand_k, self.rand_strength, self.crop_scale = rand_k, float(rand_strength), tuple(crop_scale)
+        self._weights: torch.Tensor | None = None
+        self._weights_on: dict[str, torch.Tensor] = {}
+
     def train_transform(self) -> BoostedViews:  # type: ignore[override]
         return BoostedViews(
-            self.image_size, self.rand_k, self.rand_strength, self.mean, self.std, crop_scale=self.crop_scale
+            self.image_size, self.rand_k, self.rand_strength, self.mean, self.std, crop_scale=self.crop_scale  # type: ignore[attr-defined]
         )
+
+    @cached_property
+    def boosted_views(self) -> BoostedViews:
+        return self.train_transform()
 
     def build_datasets(self, stage: str) -> dict:
         out = super().build_datasets(stage)  # type: ignore[misc]
@@ -333,16 +446,32 @@ class BoostedDataModuleMixin:
         return out
 
     def set_sample_weights(self, weights: torch.Tensor) -> None:
-        """Publish BoostedCL's per-sample weights to the training set and its workers."""
+        """Publish BoostedCL's per-sample weights to the training set and its workers, or, on
+        the device-resident path, to the device-side views."""
         train = self.datasets.get("train")  # type: ignore[attr-defined]
         if not isinstance(train, BoostedIndexedDataset):
             raise RuntimeError(f"{type(self).__name__}.setup('fit') has not built the training set yet")
-        train.set_sample_weights(weights)
+        train.set_sample_weights(weights)  # validates (shape, range) and keeps the host copy
+        self._weights = train.sample_weights
+        self._weights_on = {}
+
+    def weights_on(self, device: torch.device) -> torch.Tensor:
+        """The published weights on ``device`` (zeros before the first publication)."""
+        key = str(device)
+        if key not in self._weights_on:
+            train = self.datasets["train"]  # type: ignore[attr-defined]
+            host = self._weights if self._weights is not None else train.sample_weights
+            self._weights_on[key] = host.to(device)
+        return self._weights_on[key]
+
+    def resident_views(self, x: torch.Tensor, index: torch.Tensor, train: bool, generator: torch.Generator) -> list[torch.Tensor]:
+        if not train:
+            return super().resident_views(x, index, train, generator)  # type: ignore[misc]
+        w = self.weights_on(x.device)[index]
+        return self.boosted_views.batched(x, w, generator, self.image_size)  # type: ignore[attr-defined]
 
 
 def _reject_train_views(kwargs: dict) -> None:
-    if kwargs.get("device_resident"):
-        raise ValueError("BoostedCL's datamodules do not support device_resident=True yet: use the worker backend")
     # the CLI passes the parent's default; anything else would be silently ignored
     views = kwargs.get("train_views")
     if views is not None and [v if callable(v) else str(v) for v in views] != ["simclr", "simclr"]:
@@ -352,14 +481,6 @@ def _reject_train_views(kwargs: dict) -> None:
         )
 
 
-def _boosted_init(self, rand_k: int, rand_strength: float, crop_scale: Sequence[float]) -> None:
-    if len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1] <= 1:
-        raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {tuple(crop_scale)}")
-    # validates rand_k / rand_strength early, at construction, not in the first worker
-    BoostedViews(rand_k=rand_k, rand_strength=rand_strength)
-    self.rand_k, self.rand_strength, self.crop_scale = rand_k, float(rand_strength), tuple(crop_scale)
-
-
 class BoostedCIFAR100LTDataModule(BoostedDataModuleMixin, CIFAR100LTDataModule):
     """CIFAR-100-LT with BoostedCL's augmentation (``rand_k=1`` BCL-I, ``rand_k=2`` BCL-D).
 
@@ -367,16 +488,6 @@ class BoostedCIFAR100LTDataModule(BoostedDataModuleMixin, CIFAR100LTDataModule):
     two-view pipeline), plus ``rand_k``, ``rand_strength`` (30) and ``crop_scale`` ((0.1, 1)).
     """
 
-    def __init__(self, *args, rand_k: int = 1, rand_strength: float = 30.0, crop_scale: Sequence[float] = (0.1, 1.0), **kwargs):
-        _reject_train_views(kwargs)
-        super().__init__(*args, **kwargs)
-        _boosted_init(self, rand_k, rand_strength, crop_scale)
-
 
 class BoostedCIFAR10LTDataModule(BoostedDataModuleMixin, CIFAR10LTDataModule):
     """CIFAR-10-LT with BoostedCL's augmentation (see :class:`BoostedCIFAR100LTDataModule`)."""
-
-    def __init__(self, *args, rand_k: int = 1, rand_strength: float = 30.0, crop_scale: Sequence[float] = (0.1, 1.0), **kwargs):
-        _reject_train_views(kwargs)
-        super().__init__(*args, **kwargs)
-        _boosted_init(self, rand_k, rand_strength, crop_scale)

@@ -12,10 +12,16 @@ from __future__ import annotations
 from typing import Callable, Sequence, Union
 
 import torch
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 
-from ltcl_lightning.data.augment import AutoAugmentCutout, Augmentation, CropFlip, EvalView, RandAugmentView, SimCLRAugment
+from ltcl_lightning.data.augment import (
+    Augmentation,
+    AutoAugmentCutout,
+    CropFlip,
+    EvalView,
+    RandAugmentView,
+    SimCLRAugment,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

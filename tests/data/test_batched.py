@@ -17,12 +17,16 @@ import PIL.ImageEnhance as E
 import PIL.ImageOps as O
 import pytest
 import torch
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
 from ltcl_lightning.data import batched as B
-from ltcl_lightning.data.augment import AutoAugmentCutout, CropFlip, SimCLRAugment, torchvision_op_value
+from ltcl_lightning.data.augment import (
+    AutoAugmentCutout,
+    CropFlip,
+    SimCLRAugment,
+    torchvision_op_value,
+)
 from ltcl_lightning.data.base import augmentation_seed
 
 

@@ -261,3 +261,93 @@ def test_each_worker_draws_its_own_random_stream():
     views = [v[0] for _, v, _ in DataLoader(ds, batch_size=1, num_workers=2)]  # items alternate workers
     flat = torch.stack(views).flatten(1)
     assert len(torch.unique(flat, dim=0)) == n
+
+
+# ----- the batched (device) backend ---------------------------------------------------------------
+from ltcl_lightning.data.augment import SimCLRAugment  # noqa: E402
+from ltcl_lightning.data.boosted import boosted_op, draw_boosted_ops  # noqa: E402
+
+
+def _batch(n: int = 6):
+    imgs = [_img(s) for s in range(n)]
+    x = torch.stack([torch.from_numpy(np.array(i)).permute(2, 0, 1) for i in imgs]).float()
+    return imgs, x
+
+
+@pytest.mark.parametrize("k", range(len(RANDAUG_OPS)))
+def test_each_batched_op_equals_the_pil_op(k):
+    """For fixed parameters each of the 15 ops equals its PIL version bit for bit."""
+    imgs, x = _batch()
+    name, op, lo, hi = RANDAUG_OPS[k]
+    v = torch.tensor([op_value(m, lo, hi) for m in (5.0, 10.0, 17.5, 22.0, 29.0, 30.0)], dtype=torch.float64)
+    sign = torch.tensor([1.0, -1.0, 1.0, -1.0, -1.0, 1.0], dtype=torch.float64)
+    rx = torch.tensor([0.1, 0.5, 0.93, 0.0, 0.31, 0.77], dtype=torch.float64)
+    ry = torch.tensor([0.6, 0.05, 0.42, 0.99, 0.5, 0.2], dtype=torch.float64)
+    got = boosted_op(x, torch.full((6,), k), v, sign, rx, ry, {})
+    ref = torch.stack([
+        torch.from_numpy(np.array(op(img, float(v[i]), float(sign[i]), (float(rx[i]), float(ry[i]))))).permute(2, 0, 1).float()
+        for i, img in enumerate(imgs)
+    ])
+    assert torch.equal(got, ref), name
+
+
+def test_batched_w0_is_exactly_the_simclr_recipe():
+    _, x = _batch(8)
+    views = BoostedViews(32, rand_k=2)
+    got = views.batched(x, torch.zeros(8), torch.Generator().manual_seed(5), 32)
+    g = torch.Generator().manual_seed(5)
+    base = SimCLRAugment(scale=(0.1, 1.0), interpolation="bicubic")
+    ref = [base.batched(x, g, 32), base.batched(x, g, 32)]
+    assert all(torch.equal(a, b) for a, b in zip(got, ref))
+
+
+@pytest.mark.parametrize("rand_k", [1, 2])
+@pytest.mark.parametrize("w", [0.0, 0.5, 1.0])
+def test_batched_op_frequencies_and_magnitudes(rand_k, w):
+    n = 6000
+    views = BoostedViews(32, rand_k=rand_k)
+    weights = torch.full((n,), w, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    u = torch.rand(n, dtype=torch.float64)
+    m = 5.0 + 25.0 * weights * u if views.diverse else 10.0 + 20.0 * weights
+    draws = draw_boosted_ops(n, m, weights, rand_k, g, {})
+    assert len(draws) == rand_k
+    for d in draws:
+        applied = d["apply"].double().mean()
+        assert abs(float(applied) - w) < 0.02  # each drawn op applied with probability p = w
+        freq = torch.bincount(d["k"], minlength=15).double() / n
+        assert stats.chisquare(freq.numpy() * n).pvalue > 1e-3  # uniform over the 15 ops
+        lo = torch.tensor([r[2] for r in RANDAUG_OPS], dtype=torch.float64)[d["k"]]
+        hi = torch.tensor([r[3] for r in RANDAUG_OPS], dtype=torch.float64)[d["k"]]
+        assert torch.allclose(d["value"], m / 30.0 * (hi - lo) + lo)
+    if w == 0.0:
+        assert not any(d["apply"].any() for d in draws)
+
+
+def test_batched_views_read_each_samples_weight():
+    _, x = _batch(6)
+    views = BoostedViews(32, rand_k=1)
+    w = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 1.0])
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    got = views.batched(x, w, g1, 32)
+    base = views.batched(x, torch.zeros(6), g2, 32)
+    for v_got, v_base in zip(got, base):
+        assert torch.equal(v_got[0::2], v_base[0::2])  # w = 0: untouched
+        assert not torch.equal(v_got[1::2], v_base[1::2])  # w = 1: one op, always applied
+
+
+def test_device_resident_boosted_datamodule_uses_published_weights(cifar10_dir, splits_dir):
+    from ltcl_lightning.data.boosted import BoostedCIFAR10LTDataModule
+
+    split = str(splits_dir / "cifar10" / "split1_D_i.npy")
+    dm = BoostedCIFAR10LTDataModule(data_dir=str(cifar10_dir), split_file=split, batch_size=16, num_workers=0,
+                                    device_resident=True, rand_k=1)
+    dm.setup("fit")
+    n = len(dm.datasets["train"])
+    dm.set_sample_weights(torch.linspace(0, 1, n))
+    assert torch.equal(dm.weights_on(torch.device("cpu")), torch.linspace(0, 1, n))
+    index, views, target = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert len(views) == 2 and views[0].shape == (16, 3, 32, 32)
+    assert torch.equal(target, torch.as_tensor(dm.datasets["train"].targets)[index])
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        dm.set_sample_weights(torch.full((n,), 2.0))

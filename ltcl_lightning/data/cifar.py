@@ -17,7 +17,12 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchvision import datasets
 
 from ltcl_lightning.data.base import IndexedDataset, LongTailDataModule
-from ltcl_lightning.data.longtail import class_counts_from_profile, load_index_file, select_longtail_indices
+from ltcl_lightning.data.longtail import (
+    check_subset_labels,
+    class_counts_from_profile,
+    load_index_file,
+    select_longtail_indices,
+)
 from ltcl_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 _FILES = {
@@ -58,6 +63,7 @@ class _CIFARLTDataModule(LongTailDataModule):
         val_split_file: str | None = None,
         subset_seed: int = 0,
         download: bool = False,
+        check_split_labels: bool = True,
         *,
         mean: Sequence[float] | None = IMAGENET_MEAN,
         std: Sequence[float] | None = IMAGENET_STD,
@@ -74,6 +80,8 @@ class _CIFARLTDataModule(LongTailDataModule):
                 instead of the test set.
             subset_seed: seed of the LDAM-DRW subset construction (0 as published).
             download: let torchvision download the archive (needs network).
+            check_split_labels: refuse a split file whose class histogram looks label-blind (a
+                CIFAR-100 file read as CIFAR-10 or the reverse); ``False`` for a deliberate random subset.
             mean, std: normalisation, the ImageNet statistics (as the SDCLR / BCL code uses).
             **kwargs: the loader and view arguments of
                 :class:`~ltcl_lightning.data.base.LongTailDataModule` (``batch_size``,
@@ -94,6 +102,7 @@ class _CIFARLTDataModule(LongTailDataModule):
         self.val_split_file = val_split_file
         self.subset_seed = subset_seed
         self.download = download
+        self.check_split_labels = check_split_labels
         if split_file is not None and imbalance_factor is not None:
             rank_zero_info(f"split_file={split_file} defines the training set; imbalance_factor is not used")
 
@@ -112,7 +121,30 @@ class _CIFARLTDataModule(LongTailDataModule):
 
     def _tv(self, train: bool):
         self._check_archive()
-        return self._tv_class(self.data_dir, train=train, download=self.download)
+        try:
+            return self._tv_class(self.data_dir, train=train, download=self.download)
+        except Exception as err:  # torchvision unpickles every batch file: name the one that is damaged
+            raise self._damaged_file_error(err) from None
+
+    def _damaged_file_error(self, err: Exception) -> Exception:
+        import pickle
+
+        folder, files, archive = _FILES[self.num_classes]
+        for name in files:
+            path = os.path.join(self.data_dir, folder, name)
+            try:
+                with open(path, "rb") as f:
+                    entry = pickle.load(f, encoding="latin1")
+                if not isinstance(entry, dict):
+                    raise TypeError(f"holds a {type(entry).__name__}, not a dict")
+            except Exception as bad:
+                size = os.path.getsize(path)
+                return ValueError(
+                    f"CIFAR-{self.num_classes} file {path} ({size} bytes) is damaged: it does not unpickle "
+                    f"({type(bad).__name__}: {str(bad)[:120] or 'end of file'}); a truncated download or extraction, "
+                    f"or not a CIFAR batch. Extract {archive} again into {os.path.abspath(self.data_dir)}."
+                )
+        return err
 
     @cached_property
     def train_base(self):
@@ -129,11 +161,19 @@ class _CIFARLTDataModule(LongTailDataModule):
         """Indices of the long-tailed training subset in the 50,000-image train set."""
         labels = np.asarray(self.train_base.targets, dtype=np.int64)
         if self.split_file is not None:
-            return load_index_file(self.split_file, len(labels))
+            return self._load_split(self.split_file, labels)
         counts = class_counts_from_profile(
             self.num_classes, int(np.bincount(labels).max()), self.imbalance_factor, self.profile
         )
         return select_longtail_indices(labels, counts, seed=self.subset_seed)
+
+    def _load_split(self, path: str, labels: np.ndarray) -> np.ndarray:
+        idx = load_index_file(path, len(labels))
+        if self.check_split_labels:
+            other = 100 if self.num_classes == 10 else 10
+            check_subset_labels(idx, labels, path, f"CIFAR-{self.num_classes}",
+                                hint=f" (the CIFAR-{other} files index the same 50,000 train images)")
+        return idx
 
     def train_targets(self) -> np.ndarray:
         return np.asarray(self.train_base.targets, dtype=np.int64)[self.train_indices]
@@ -148,7 +188,7 @@ class _CIFARLTDataModule(LongTailDataModule):
             out["train"] = IndexedDataset(self.train_base, train_labels, self.train_transform(), self.train_indices)
         if stage in ("fit", "validate"):
             if self.val_split_file is not None:
-                val_idx = load_index_file(self.val_split_file, len(train_labels))
+                val_idx = self._load_split(self.val_split_file, train_labels)
                 out["val"] = IndexedDataset(self.train_base, train_labels, self.eval_transform(), val_idx)
             else:
                 out["val"] = IndexedDataset(self.test_base, self.test_base.targets, self.eval_transform())

@@ -229,13 +229,34 @@ def missing_message(root: str, lf: ListFile, count: int, first: list[tuple[int, 
     )
 
 
+#: PIL modes of one-channel images deeper than 8 bits (16-bit PNG, 32-bit integer TIFF)
+_DEEP_GRAY = {"I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 16}
+
+
 def pil_loader(path: str):
-    """Decode to RGB the way ``torchvision.datasets.folder.pil_loader`` does."""
+    """Decode to RGB the way ``torchvision.datasets.folder.pil_loader`` does, with two fixes:
+    16-bit grayscale images are scaled to 8 bits (``value / 257``; PIL's ``convert("RGB")``
+    clips them, so they became all white), and a file that does not decode (truncated JPEG,
+    not an image) raises an ``OSError`` that names it."""
     from PIL import Image
 
-    with open(path, "rb") as f:
-        img = Image.open(f)
-        return img.convert("RGB")
+    try:
+        with open(path, "rb") as f:
+            img = Image.open(f)
+            if img.mode in _DEEP_GRAY:
+                arr = np.asarray(img, dtype=np.float64)
+                if arr.max(initial=0) > 65535 or arr.min(initial=0) < 0:
+                    raise OSError(f"{img.mode} values span [{arr.min()}, {arr.max()}], outside 16 bits")
+                gray = Image.fromarray(np.round(arr / 257.0).astype(np.uint8), mode="L")
+                return gray.convert("RGB")
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, SyntaxError) as err:  # PIL: truncated data, unknown format, bad header
+        raise OSError(
+            f"image {path!r} cannot be decoded ({type(err).__name__}: {err}): the file is truncated or not an "
+            "image. Re-extract it from the archive, or remove its line from the list file."
+        ) from None
 
 
 class ListFileDataset(Dataset):

@@ -104,3 +104,36 @@ def load_index_file(path: str, dataset_size: int) -> np.ndarray:
             "a subset must list every image at most once."
         )
     return arr.astype(np.int64)
+
+
+def check_subset_labels(indices: np.ndarray, labels: np.ndarray, path: str, dataset: str, hint: str = "") -> None:
+    """Refuse a subset file whose class histogram under ``labels`` looks label-blind.
+
+    A subset made for these labels is either balanced exactly (the published ``*_D_b``,
+    ``*_S_b``, ``trainIdxList``, ``valIdxList``, few-shot files: chi-square 0) or long-tailed
+    (``*_D_i``: chi-square per degree of freedom > 100). A subset made for another labelling
+    of the same images (a CIFAR-100 split read as CIFAR-10, or the reverse) draws every class in
+    proportion to its share, as a random sample would: chi-square per degree of freedom near 1
+    (0.1 .. 1.5 on every published CIFAR file read with the other dataset's labels).
+    Files that leave a class empty are left to the datamodule's class-count check.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    num_classes = int(labels.max()) + 1
+    if len(indices) >= len(labels) or num_classes < 2:
+        return
+    counts = np.bincount(labels[indices], minlength=num_classes).astype(np.float64)
+    if (counts == 0).any():
+        return  # classes without images: the datamodule's class-count check names them
+    expected = len(indices) * np.bincount(labels, minlength=num_classes) / len(labels)
+    present = expected > 0
+    chi2 = float(((counts[present] - expected[present]) ** 2 / expected[present]).sum()) / max(1, int(present.sum()) - 1)
+    if 0.02 < chi2 < 5.0:
+        raise ValueError(
+            f"split file {path!r} does not look like a {dataset} subset: under {dataset}'s labels its {len(indices)} "
+            f"images fall into the classes as a label-blind random sample would (per class {int(counts.min())} .. "
+            f"{int(counts.max())}, chi-square per degree of freedom {chi2:.2f}; a subset made for these labels is "
+            f"balanced exactly or long-tailed, far from 1). It is most likely a split file of another dataset that "
+            f"indexes the same images{hint}. Pass the {dataset} file (e.g. splits/<dataset>/split1_D_i.npy); if a "
+            "random subset is really meant, set check_split_labels=false."
+        )
+

@@ -89,6 +89,7 @@ class LongTailMethod(pl.LightningModule):
         self.best_val: dict[str, float] = dict(_NO_BEST)
         self.probe = OnlineLinearProbe(self.feat_dim, num_classes, lr=probe_lr) if self.uses_online_probe else None
         self.last_eval: dict[str, dict[str, Any]] = {}
+        self._eval_finite: dict[str, torch.Tensor] = {}  # per stage: were all evaluation logits finite
 
     # ----- hooks for method files ----------------------------------------------------------
     def build_backbone(self, name: str | nn.Module) -> nn.Module:
@@ -207,6 +208,8 @@ class LongTailMethod(pl.LightningModule):
         index, views, target = batch
         logits = self.classify(views[0])
         metric.update(index, logits, target)
+        finite = torch.isfinite(logits).all()  # stays on the device: read once per epoch
+        self._eval_finite[prefix] = finite & self._eval_finite[prefix] if prefix in self._eval_finite else finite
         self.log(f"{prefix}/loss", F.cross_entropy(logits.float(), target), batch_size=target.shape[0], sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -228,11 +231,24 @@ class LongTailMethod(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         res = self._log_eval(self.val_metric, "val")
         if self.trainer.sanity_checking:
+            self._eval_finite.pop("val", None)
             return
-        if self.best_val["epoch"] < 0 or res["acc"] > self.best_val["acc"]:
+        # a diverged model (inf / NaN logits, weights or batch-norm statistics) is never the best epoch
+        finite = self._epoch_is_finite("val")
+        if finite and (self.best_val["epoch"] < 0 or res["acc"] > self.best_val["acc"]):
             self.best_val = {"epoch": int(res["epoch"]), **{k: float(res[k]) for k in _BEST_KEYS}}
-        self.last_eval["val_best"] = dict(self.best_val)
+        if self.best_val["epoch"] >= 0:
+            self.last_eval["val_best"] = dict(self.best_val)
         self.log("val/acc_best", self.best_val["acc"])
+
+    def _epoch_is_finite(self, prefix: str) -> bool:
+        """The epoch's evaluation logits, every parameter and every floating buffer (batch-norm
+        statistics) finite, on every rank (one reduction)."""
+        flags = [torch.isfinite(t).all() for t in (*self.parameters(), *self.buffers()) if t.is_floating_point()]
+        if prefix in self._eval_finite:
+            flags.append(self._eval_finite.pop(prefix))
+        local = bool(torch.stack([f.to(self.device) for f in flags]).all()) if flags else True
+        return bool(self.trainer.strategy.reduce_boolean_decision(local, all=True))
 
     def on_fit_start(self) -> None:
         if self.best_val["epoch"] >= 0:  # resumed: the best epoch so far is known without re-evaluating it
@@ -249,6 +265,7 @@ class LongTailMethod(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("state_dict", {})
+        self._check_checkpoint_counts(state.get("class_counts"))
         if "best_val" in state:  # ltcl_lightning 0.1.0 checkpoints: a positional float64 buffer
             old = state.pop("best_val")
             if old.numel() != 1 + len(_BEST_KEYS):
@@ -259,7 +276,24 @@ class LongTailMethod(pl.LightningModule):
             checkpoint["best_val"] = {"epoch": int(old[0]), **{k: float(v) for k, v in zip(_BEST_KEYS, old[1:])}}
         self.best_val = {**_NO_BEST, **checkpoint.get("best_val", {})}
 
+    def _check_checkpoint_counts(self, saved: torch.Tensor | None) -> None:
+        # setup() has taken class_counts from the datamodule; the checkpoint's buffer would
+        # replace them: a resume on other data must not keep the old counts silently
+        if saved is None or self._trainer is None or int(self.class_counts.sum()) == 0:
+            return
+        if saved.shape != self.class_counts.shape or not torch.equal(saved.cpu(), self.class_counts.cpu()):
+            dm = getattr(self.trainer, "datamodule", None)
+            raise ValueError(
+                f"the checkpoint was trained on data with {saved.numel()} classes and {int(saved.sum())} training images "
+                f"(class_counts head {saved[:3].tolist()}, tail {saved[-3:].tolist()}), but "
+                f"{type(dm).__name__ if dm is not None else 'the model'} now has {self.class_counts.numel()} classes and "
+                f"{int(self.class_counts.sum())} images (head {self.class_counts[:3].tolist()}, tail "
+                f"{self.class_counts[-3:].tolist()}). Resume / evaluate with the data settings of the run (imbalance_factor, "
+                "split_file, ...), or start a new run without --ckpt_path."
+            )
+
     def on_test_epoch_end(self) -> None:
+        self._eval_finite.pop("test", None)
         self._log_eval(self.test_metric, "test")
 
     # ----- optimisation -------------------------------------------------------------------------

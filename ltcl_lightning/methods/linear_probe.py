@@ -30,6 +30,7 @@ from ltcl_lightning.longtail import Grouping
 from ltcl_lightning.methods.base import LongTailMethod, OptimizerCallable
 from ltcl_lightning.modules.backbones import build_backbone
 from ltcl_lightning.optim.schedules import ExponentialDecay, LRSchedule
+from ltcl_lightning.utils.checkpoint import load_checkpoint
 
 _CKPT_ONLY_KEYS = ("_class_path", "_instantiator")
 
@@ -57,12 +58,8 @@ def load_pretrained(checkpoint: str, method: str | None = None) -> tuple[nn.Modu
     weights must load strictly into ``build_backbone(hparams['backbone'])`` (SimCLR, SupCon,
     BoostedCL; SDCLR needs its class). The backbone is returned frozen and in eval mode.
     """
-    try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint {checkpoint!r} does not exist (pass the .ckpt written by `ltcl fit`)") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"{checkpoint!r} is not a Lightning checkpoint (no 'state_dict')")
+    # empty / truncated / foreign files: an error naming the file (utils.checkpoint)
+    ckpt = load_checkpoint(checkpoint, map_location="cpu", weights_only=False)
     hparams = dict(ckpt.get("hyper_parameters", {}))
     state = ckpt["state_dict"]
     class_path = method or hparams.get("_class_path") or ckpt.get("method_class_path")

@@ -184,3 +184,31 @@ def test_list_dataset_reads_jpeg(imagenet_lt_folder):
     ds = ListFileDataset(imagenet_lt_folder["data_dir"], lf)
     img, label = ds[len(ds) - 1]
     assert img.mode == "RGB" and img.size == (48, 40) and label == int(lf.labels[-1])
+
+
+def test_16bit_png_decodes_to_the_right_gray_levels(tmp_path):
+    # before: PIL's convert("RGB") clipped the 16-bit values: every pixel 255 (all white)
+    from PIL import Image
+
+    from ltcl_lightning.data.listfile import pil_loader
+
+    values = np.array([[0, 257, 25700], [32896, 51400, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    img = np.asarray(pil_loader(str(tmp_path / "deep.png")))
+    assert img.shape == (2, 3, 3)
+    np.testing.assert_array_equal(img[..., 0], [[0, 1, 100], [128, 200, 255]])
+    assert (img == img[..., :1]).all()  # gray in all three channels
+
+
+def test_truncated_jpeg_names_the_file(imagenet_lt_folder, tmp_path):
+    from ltcl_lightning.data.listfile import pil_loader
+
+    lf = read_list_file(imagenet_lt_folder["train_list"])
+    src = f"{imagenet_lt_folder['data_dir']}/{lf.path(0)}"
+    data = open(src, "rb").read()
+    cut = tmp_path / "cut.JPEG"
+    cut.write_bytes(data[: len(data) // 2])
+    # before: OSError('Truncated File Read') without the file's name
+    with pytest.raises(OSError, match=r"cut\.JPEG' cannot be decoded .*truncated or not an image"):
+        pil_loader(str(cut))

@@ -1,0 +1,115 @@
+"""Run safety: stop at the first non-finite loss, save a resumable checkpoint on SIGTERM.
+
+The ``ltcl`` CLI adds both to every trainer unless the config lists one of the same type: a
+listed ``FiniteLossCheck`` with ``enabled: false`` switches the check off, a listed
+``PreemptionCheckpoint`` with ``dirpath`` moves the file. From Python, pass them in
+``Trainer(callbacks=[...])``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+#: exit status of a process stopped by SIGTERM (128 + signal number), as shells report it
+SIGTERM_EXIT_CODE = 128 + int(signal.SIGTERM)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class FiniteLossCheck(pl.Callback):
+    """Raise :class:`NonFiniteLossError` at the first training step whose loss is NaN / inf
+    (lr too high, fp16 overflow, bad inputs), instead of training on: a diverged run otherwise
+    exits 0 with a "predict class 0 everywhere" model.
+
+    Args:
+        enabled: ``False`` switches the check off (list the callback with it).
+        check_every_n_steps: the first bad step is recorded on the device every step (no host
+            sync); it is read every ``n`` steps (``n > 1`` saves GPU syncs, the error still names
+            the exact first bad step). Under DDP the ranks agree through one reduction per check.
+    """
+
+    def __init__(self, enabled: bool = True, check_every_n_steps: int = 1):
+        if check_every_n_steps < 1:
+            raise ValueError(f"check_every_n_steps must be >= 1, got {check_every_n_steps}")
+        self.enabled = enabled
+        self.check_every_n_steps = check_every_n_steps
+        self._first_bad: torch.Tensor | None = None  # (3,) [epoch, batch, loss] of the first bad step; epoch -1 = none
+        self._steps = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if not self.enabled:
+            return
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if not torch.is_tensor(loss):
+            return
+        loss = loss.detach().float().reshape(-1)[:1].to(torch.float64)
+        if self._first_bad is None or self._first_bad.device != loss.device:
+            self._first_bad = torch.tensor([-1.0, 0.0, 0.0], dtype=torch.float64, device=loss.device)
+        where = torch.tensor([float(trainer.current_epoch), float(batch_idx)], dtype=torch.float64).to(loss.device)
+        new_bad = (~torch.isfinite(loss)) & (self._first_bad[:1] < 0)
+        self._first_bad.copy_(torch.where(new_bad, torch.cat([where, loss]), self._first_bad))
+        self._steps += 1
+        if self._steps % self.check_every_n_steps == 0 or trainer.is_last_batch:
+            self._check(trainer)
+
+    def _check(self, trainer) -> None:
+        local_bad = bool(self._first_bad[0] >= 0)
+        if not trainer.strategy.reduce_boolean_decision(local_bad, all=False):
+            return
+        if local_bad:
+            epoch, batch, value = int(self._first_bad[0]), int(self._first_bad[1]), float(self._first_bad[2])
+            where = f"at epoch {epoch}, batch {batch}"
+        else:
+            value, where = math.nan, f"on another rank by epoch {trainer.current_epoch}"
+        lrs = [g["lr"] for opt in trainer.optimizers for g in opt.param_groups]
+        raise NonFiniteLossError(
+            f"the training loss is {value} {where}: the run diverged. Lower the learning rate (now "
+            f"{lrs[:3]}), add gradient clipping (--trainer.gradient_clip_val=1.0), use a wider precision "
+            "(bf16 / 32-true instead of 16-mixed), or check the inputs. To train on regardless, list "
+            "ltcl_lightning.callbacks.safety.FiniteLossCheck with init_args {enabled: false}."
+        )
+
+
+class PreemptionCheckpoint(pl.Callback):
+    """On SIGTERM (SLURM time limit / preemption, cloud spot reclaim, ``kill``) save a resumable
+    checkpoint and make the process exit with status 143 (128 + SIGTERM) instead of 0.
+
+    Lightning turns SIGTERM into ``SIGTERMException`` (a ``SystemExit`` with code 0) at the next
+    batch boundary on every rank; this callback then writes ``hpc_ckpt_<n>.ckpt`` in ``dirpath``
+    (default: the trainer's ``default_root_dir``), the name Lightning resumes from by itself
+    when a SLURM job is requeued; elsewhere resume with ``--ckpt_path <that file>``. The
+    checkpoint is taken after the step's optimiser and schedule updates, so a resume continues
+    with the next batch.
+    """
+
+    def __init__(self, dirpath: str | None = None):
+        self.dirpath = dirpath
+        self.saved_path: str | None = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
+            return
+        from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
+
+        folder = self.dirpath or str(trainer.default_root_dir)
+        os.makedirs(folder, exist_ok=True)
+        path = _CheckpointConnector.hpc_save_path(folder) if trainer.is_global_zero else None
+        path = trainer.strategy.broadcast(path)
+        trainer.save_checkpoint(path)
+        self.saved_path = path
+        rank_zero_warn(
+            f"SIGTERM received at epoch {trainer.current_epoch}, global step {trainer.global_step}: saved a resumable "
+            f"checkpoint to {path}. Resume with --ckpt_path {path} (a requeued SLURM job resumes from it by itself). "
+            f"Exiting with status {SIGTERM_EXIT_CODE}."
+        )
+        exception.code = SIGTERM_EXIT_CODE  # SystemExit's status: the job did not finish

@@ -16,7 +16,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ltcl_lightning.callbacks.safety import SIGTERM_EXIT_CODE, FiniteLossCheck, NonFiniteLossError
+from ltcl_lightning.callbacks.safety import (
+    SIGTERM_EXIT_CODE,
+    FiniteLossCheck,
+    NonFiniteLossError,
+)
 from ltcl_lightning.cli import cli_main
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,8 +20,8 @@ def test_every_published_file_passes_with_its_labels_and_fails_with_the_others(o
     for f in files:
         idx = np.load(f)
         check_subset_labels(idx, own_labels, str(f), own)
-        if np.bincount(other_labels[idx]).min() == 0:
-            continue  # an empty class: refused by the datamodule's class-count check instead
+        if np.bincount(other_labels[idx]).min() == 0 or len(idx) * np.bincount(other_labels).min() / len(other_labels) < 50:
+            continue  # an empty class (the class-count check refuses it) or too few images per class to test
         with pytest.raises(ValueError, match="does not look like a .* subset"):
             check_subset_labels(idx, other_labels, str(f), other)
         refused += 1

@@ -60,8 +60,8 @@ class PerLayerState:
 
     values: Mapping[str, Any]
 
-    def summary(self, name: str, num_classes: int) -> StateSummary:
-        return StateSummary(scalars={f"state/{name}/{k}": _as_float(v, f"{name}.{k}") for k, v in self.values.items()})
+    def add_to(self, out: StateSummary, name: str, num_classes: int) -> None:
+        out.scalars.update({f"state/{name}/{k}": _as_float(v, f"{name}.{k}") for k, v in self.values.items()})
 
 
 @dataclass
@@ -71,12 +71,11 @@ class PerClassState:
 
     values: torch.Tensor
 
-    def summary(self, name: str, num_classes: int) -> StateSummary:
+    def add_to(self, out: StateSummary, name: str, num_classes: int) -> None:
         t = torch.as_tensor(self.values).detach()
         if t.shape != (num_classes,):
             raise ValueError(f"report_state()['{name}'] has shape {tuple(t.shape)}; a PerClassState holds ({num_classes},) values")
-        vals = t.double().cpu().numpy()
-        return StateSummary(per_class={name: vals}, histograms={name: vals})
+        out.per_class[name] = out.histograms[name] = t.double().cpu().numpy()
 
 
 @dataclass
@@ -87,7 +86,7 @@ class PerSampleState:
     values: torch.Tensor
     target: torch.Tensor
 
-    def summary(self, name: str, num_classes: int) -> StateSummary:
+    def add_to(self, out: StateSummary, name: str, num_classes: int) -> None:
         w = torch.as_tensor(self.values).detach().double().flatten().cpu()
         target = torch.as_tensor(self.target).detach().long().flatten().cpu()
         if w.shape != target.shape:
@@ -97,12 +96,9 @@ class PerSampleState:
             )
         s = torch.bincount(target, weights=w, minlength=num_classes)
         n = torch.bincount(target, minlength=num_classes).double()
-        class_mean = torch.where(n > 0, s / n.clamp_min(1), torch.full_like(s, float("nan"))).numpy()
-        return StateSummary(
-            scalars={f"state/{name}_mean": float(w.mean()), f"state/{name}_std": float(w.std(unbiased=False))},
-            per_class={f"{name}_class_mean": class_mean},
-            histograms={name: w.numpy()},
-        )
+        out.per_class[f"{name}_class_mean"] = torch.where(n > 0, s / n.clamp_min(1), torch.full_like(s, float("nan"))).numpy()
+        out.histograms[name] = w.numpy()
+        out.scalars.update({f"state/{name}_mean": float(w.mean()), f"state/{name}_std": float(w.std(unbiased=False))})
 
 
 StateRecord = PerLayerState | PerClassState | PerSampleState
@@ -128,11 +124,9 @@ class _Sink:
     def __init__(self, logger: Logger, per_class_csv: bool):
         self.logger, self.per_class_csv = logger, per_class_csv
 
-    def per_class(self, prefix: str, rows: list[list], epoch: int, step: int, fig) -> None:
-        pass
+    def per_class(self, prefix: str, rows: list[list], epoch: int, step: int, fig) -> None: ...
 
-    def confused(self, prefix: str, epoch: int, columns: list[str], data: list[list], step: int) -> None:
-        pass
+    def confused(self, prefix: str, epoch: int, columns: list[str], data: list[list], step: int) -> None: ...
 
     def state(self, summary: StateSummary, counts: np.ndarray | None, figs: dict, epoch: int, step: int) -> None:
         if summary.scalars:
@@ -323,8 +317,7 @@ class LongTailReport(pl.Callback):
         if prefix not in self._confused or not trainer.is_global_zero:
             return
         epoch, pairs = self._confused[prefix]
-        c = int(pl_module.num_classes) if hasattr(pl_module, "num_classes") else 1 + max(max(p[0], p[1]) for p in pairs)
-        names = self._class_names(trainer, c)
+        names = self._class_names(trainer, int(pl_module.num_classes))
         columns = ["true_index", "true_name", "pred_index", "pred_name", "count", "rate"]
         data = [[t, names[t], p, names[p], n, r] for t, p, n, r in pairs]
         for lg in trainer.loggers:
@@ -337,15 +330,12 @@ class LongTailReport(pl.Callback):
         num_classes = int(getattr(pl_module, "num_classes", 0))
         summary = StateSummary()
         for key, record in state.items():
-            if not isinstance(record, (PerLayerState, PerClassState, PerSampleState)):
+            if not isinstance(record, StateRecord):
                 raise TypeError(
                     f"report_state()['{key}'] is a {type(record).__name__}; return a PerLayerState, PerClassState or "
                     "PerSampleState record (ltcl_lightning.callbacks.report) for every entry."
                 )
-            part = record.summary(key, num_classes)
-            summary.scalars.update(part.scalars)
-            summary.per_class.update(part.per_class)
-            summary.histograms.update(part.histograms)
+            record.add_to(summary, key, num_classes)
         if counts is not None and counts.sum() > 0:
             for key, vals in summary.per_class.items():
                 summary.scalars[f"state/{key}_corr_log_count"] = _corr_with_log_count(vals, counts)

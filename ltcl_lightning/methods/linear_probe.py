@@ -211,6 +211,3 @@ class LinearProbe(LongTailMethod):
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
-
-    def report_state(self) -> dict[str, Any]:
-        return {}

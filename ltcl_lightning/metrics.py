@@ -51,6 +51,10 @@ class LongTailAccuracy(Metric):
     them, most confused first), deduplicated by sample index."""
 
     full_state_update = False
+    groups: torch.Tensor
+    index: list[torch.Tensor]  # states, registered in __init__
+    preds: list[torch.Tensor]
+    target: list[torch.Tensor]
 
     def __init__(self, num_classes: int, groups: torch.Tensor, **kwargs):
         super().__init__(**kwargs)

@@ -30,7 +30,7 @@ _BEST_KEYS = ("acc", "mean_class_acc", *GROUP_NAMES, "group_std")
 _NO_BEST = {"epoch": -1, **{k: 0.0 for k in _BEST_KEYS}}
 
 
-def _regroup(module: "LongTailMethod", *_) -> None:
+def _regroup(module: LongTailMethod, *_) -> None:
     """Recompute the class groups from the class counts (also a ``load_state_dict`` post-hook)."""
     module.class_group.copy_(class_groups(module.class_counts, module.grouping))
 
@@ -45,6 +45,8 @@ class LongTailMethod(pl.LightningModule):
     uses_online_probe: bool = True
     #: training views per image the method uses (``None``: it trains on the first view only)
     num_views: int | None = None
+    class_counts: torch.Tensor  # buffers, registered in __init__
+    class_group: torch.Tensor
 
     def __init__(
         self,

@@ -15,7 +15,9 @@ What the CLI adds to Lightning's, so that long runs cannot go silently wrong:
 * every trainer stops at the first non-finite loss and saves a resumable checkpoint on SIGTERM
   (``callbacks/safety.py``; listing either callback in the config replaces the default);
 * checkpoints are written atomically (:class:`~ltcl_lightning.utils.checkpoint.AtomicCheckpointIO`);
-* the link functions are module-level, so the parser pickles (``--trainer.strategy=ddp_spawn``).
+* the link functions are module-level, so the parser pickles (``--trainer.strategy=ddp_spawn``);
+* ``config.yaml`` goes into the run's own folder and the effective config into every logger,
+  W&B runs get a name, group and tags (``callbacks/metadata.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.cli import LightningCLI
 
+from ltcl_lightning.callbacks.metadata import RunConfig, wandb_run_defaults
 from ltcl_lightning.callbacks.safety import FiniteLossCheck, PreemptionCheckpoint
 from ltcl_lightning.data.base import LongTailDataModule
 from ltcl_lightning.methods.base import LongTailMethod
@@ -113,6 +116,10 @@ class LTCLCLI(LightningCLI):
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
 
+    def before_instantiate_classes(self) -> None:
+        # W&B runs get a name, a group (the method) and tags (dataset, imbalance) unless given
+        wandb_run_defaults(self.config[self.subcommand] if self.subcommand else self.config)
+
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> LTCLCLI:
     return LTCLCLI(
@@ -120,6 +127,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> LTCLCLI:
         LongTailDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        save_config_callback=RunConfig,  # config.yaml in the run's folder, the config in every logger
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,

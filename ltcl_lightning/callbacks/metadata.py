@@ -1,0 +1,121 @@
+"""Run metadata for every logger (W&B, TensorBoard, CSV): the full effective config, a run name,
+group and tags, the best epoch's long-tail numbers in the summary, ``config.yaml`` in the run's
+own folder.
+
+:class:`RunConfig` replaces LightningCLI's ``SaveConfigCallback`` in ``ltcl``:
+
+- ``config.yaml`` goes into the run's folder (TensorBoard/CSV: ``.../version_N``; W&B:
+  ``<save_dir>/<project>/<run id>``, the folder that also holds the run's checkpoints), so that
+  the next run never overwrites it (Lightning writes it to ``trainer.log_dir``, which for W&B is
+  the shared ``save_dir``);
+- every logger gets the whole effective config (``seed_everything``, ``trainer`` settings, the
+  method's class and arguments with its optimiser and schedule, the data) as hyper-parameters,
+  plus ``method`` and ``dataset`` keys;
+- at the end of ``fit`` the best validation epoch's ``epoch``, ``acc``, ``many``, ``medium``,
+  ``few``, ``group_std`` go into each logger as ``val_best/<key>`` (W&B: the run summary;
+  TensorBoard: the HParams tab's metrics, next to the config; CSV: a metrics row).
+
+:func:`wandb_run_defaults` fills a ``WandbLogger``'s ``name`` / ``group`` / ``tags`` that the
+config leaves empty: name ``<Method>-<dataset>-seed<seed>``, group = the method, tags = the
+dataset and its imbalance (``IF100``, or the split file's name).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import yaml
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+BEST_KEYS = ("epoch", "acc", "many", "medium", "few", "group_std")
+
+
+def _short(class_path: str | None) -> str:
+    return (class_path or "none").rsplit(".", 1)[-1]
+
+
+def dataset_name(data_class_path: str | None) -> str:
+    """``ltcl_lightning.data.cifar.CIFAR100LTDataModule`` -> ``CIFAR100LT``."""
+    return _short(data_class_path).removesuffix("DataModule")
+
+
+def imbalance_tag(data_init: dict[str, Any]) -> str | None:
+    """``IF100`` for an imbalance factor, the split file's name for a published subset."""
+    for key in ("split_file", "train_list", "train_json"):
+        if data_init.get(key):
+            return os.path.splitext(os.path.basename(str(data_init[key])))[0]
+    if data_init.get("imbalance_factor") is not None:
+        return f"IF{float(data_init['imbalance_factor']):g}"
+    return None
+
+
+def wandb_run_defaults(config) -> None:
+    """Fill an empty ``name`` / ``group`` / ``tags`` of a ``WandbLogger`` in a parsed LightningCLI
+    config (a jsonargparse Namespace of one sub-command), before the logger is built."""
+    loggers = config.trainer.logger
+    loggers = loggers if isinstance(loggers, list) else [loggers]
+    model = config.model.class_path if config.get("model") else None
+    data = config.data.class_path if config.get("data") else None
+    data_init = dict(vars(config.data.init_args)) if data and config.data.get("init_args") else {}
+    for logger in loggers:
+        if not hasattr(logger, "class_path") or _short(logger.class_path) != "WandbLogger":
+            continue
+        init = logger.init_args
+        if init.get("group") is None:
+            init.group = _short(model)
+        if init.get("tags") is None:
+            init.tags = [t for t in (dataset_name(data), imbalance_tag(data_init)) if t]
+        if init.get("name") is None:
+            init.name = f"{_short(model)}-{dataset_name(data)}-seed{config.get('seed_everything')}"
+
+
+def run_dir(trainer) -> str:
+    """The run's own folder: the logger's version folder (W&B: ``<save_dir>/<project>/<id>``)."""
+    logger = trainer.logger
+    if isinstance(logger, WandbLogger):
+        return os.path.join(logger.save_dir or trainer.default_root_dir, str(logger.name), str(logger.version))
+    return trainer.log_dir or trainer.default_root_dir
+
+
+class RunConfig(SaveConfigCallback):
+    """LightningCLI's config callback, writing into the run's own folder and into every logger
+    (see the module docstring)."""
+
+    def __init__(self, parser, config, config_filename: str = "config.yaml", overwrite: bool = False,
+                 multifile: bool = False, save_to_log_dir: bool = True):
+        # the standard save to trainer.log_dir is replaced by save_config (the run's own folder)
+        super().__init__(parser, config, config_filename, overwrite, multifile, save_to_log_dir=False)
+        self._params: dict[str, Any] = {}
+
+    def effective_config(self) -> dict[str, Any]:
+        cfg = yaml.safe_load(self.parser.dump(self.config, skip_none=False)) or {}
+        cfg["method"] = _short((cfg.get("model") or {}).get("class_path"))
+        cfg["dataset"] = dataset_name((cfg.get("data") or {}).get("class_path"))
+        return cfg
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:  # rank zero only
+        folder = run_dir(trainer)
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, self.config_filename)
+        if os.path.exists(path) and not self.overwrite:
+            raise RuntimeError(f"{path} exists: a run folder holds one run's config (pass a new logger version)")
+        self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=self.multifile)
+        self._params = self.effective_config()
+        for logger in trainer.loggers:
+            logger.log_hyperparams(self._params)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        best = getattr(pl_module, "best_val", None)
+        if not trainer.is_global_zero or not best or best.get("epoch", -1) < 0:
+            return
+        metrics = {f"val_best/{k}": float(best[k]) for k in BEST_KEYS if k in best}
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.summary.update(metrics)
+            elif isinstance(logger, TensorBoardLogger):
+                logger.log_hyperparams(self._params, metrics=metrics)  # the HParams tab's metric columns
+            else:
+                logger.log_metrics(metrics, step=trainer.global_step)
+            logger.save()

@@ -1,0 +1,60 @@
+"""Run metadata: a W&B offline run's config holds the method, optimiser, schedule, trainer settings
+and seed, with name / group / tags and the best epoch in the summary; config.yaml lands in each
+run's own folder (not overwritten by the next run); CSV runs get the config as hparams."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ltcl_lightning.cli import cli_main
+
+REPO = Path(__file__).resolve().parents[2]
+QUICK = ["--config", str(REPO / "experiments/quickstart.yaml"), "--trainer.max_epochs=2",
+         "--trainer.limit_train_batches=1", "--trainer.enable_progress_bar=false"]
+
+
+def test_wandb_offline_run_has_the_effective_config(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cli = cli_main(["fit", *QUICK, "--config", str(REPO / "experiments/logger/wandb.yaml"),
+                    f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    logger = cli.trainer.logger
+    run = logger.experiment
+    config = dict(run.config)
+    assert config["method"] == "SimCLR" and config["dataset"] == "DigitsLT" and config["seed_everything"] == 0
+    model = config["model"]
+    assert model["class_path"] == "ltcl_lightning.methods.simclr.SimCLR"
+    assert model["init_args"]["optimizer"]["class_path"] == "torch.optim.SGD"
+    assert model["init_args"]["optimizer"]["init_args"]["lr"] == 0.3
+    assert model["init_args"]["lr_schedule"]["class_path"].endswith("WarmupCosine")
+    assert config["trainer"]["max_epochs"] == 2
+    assert (run.name, run.group, list(run.tags)) == ("SimCLR-DigitsLT-seed0", "SimCLR", ["DigitsLT", "IF10"])
+    summary = dict(run.summary)
+    best = cli.model.best_val
+    assert summary["val_best/epoch"] == best["epoch"] and summary["val_best/few"] == pytest.approx(best["few"])
+    assert any(k.startswith("lr-") for k in summary), "LearningRateMonitor logs the learning-rate curve"
+    saved = yaml.safe_load((tmp_path / "ltcl_lightning" / run.id / "config.yaml").read_text())
+    assert saved["model"]["class_path"] == model["class_path"]
+    import wandb
+
+    wandb.finish()
+
+
+def test_config_yaml_per_run_folder_and_csv_hparams(tmp_path):
+    args = ["fit", *QUICK, f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    first = cli_main([*args, "--seed_everything=1"])
+    second = cli_main([*args, "--seed_everything=2"])
+    dirs = [Path(c.trainer.logger.log_dir) for c in (first, second)]
+    assert dirs[0] != dirs[1]
+    seeds = [yaml.safe_load((d / "config.yaml").read_text())["seed_everything"] for d in dirs]
+    assert seeds == [1, 2]  # the second run did not overwrite the first's config
+    hparams = yaml.safe_load((dirs[1] / "hparams.yaml").read_text())
+    assert hparams["model"]["class_path"].endswith("SimCLR") and hparams["trainer"]["max_epochs"] == 2
+    metrics = (dirs[1] / "metrics.csv").read_text().splitlines()
+    assert "val_best/many" in metrics[0]

@@ -23,10 +23,10 @@ import PIL.Image
 import torch
 from torchvision.transforms import InterpolationMode
 
-from ltcl_lightning.callbacks.momentum import momentum_update_, momentum_weights
 from ltcl_lightning.data.boosted import BoostedViews
 from ltcl_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, simclr_augmentation
 from ltcl_lightning.methods.boosted_cl import BoostedCL
+from ltcl_lightning.modules.momentum import MomentumLoss, momentum_weights
 
 
 def throughput(fn, images, weights) -> float:
@@ -59,14 +59,15 @@ def bench_data(samples: int, rounds: int) -> dict[str, float]:
 
 def bench_update(step_batch: int, repeats: int = 200) -> dict[str, float]:
     n, b, steps_per_epoch = 9754, 512, 20
-    mem, last = torch.zeros(n), torch.full((n,), -1, dtype=torch.long)
+    memory = MomentumLoss(n)
+    mem = memory.loss
     perm = torch.randperm(n)
     loss = torch.rand(b) + 1
     for e in range(2):  # warm-up, and the EMA branch (epoch > 0)
-        momentum_update_(mem, last, perm[:b], loss, e)
+        memory.update(perm[:b], loss, e)
     t = time.perf_counter()
     for r in range(repeats):
-        momentum_update_(mem, last, perm[(r % 19) * b : (r % 19 + 1) * b], loss, 2 + r // 19)
+        memory.update(perm[(r % 19) * b : (r % 19 + 1) * b], loss, 2 + r // 19)
     update_ms = (time.perf_counter() - t) / repeats * 1e3
     t = time.perf_counter()
     for _ in range(repeats):

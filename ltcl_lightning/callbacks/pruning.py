@@ -1,15 +1,14 @@
-"""``MaskRepruning``: SDCLR's per-epoch global magnitude re-pruning (spec sdclr.md (b)).
+"""``MaskRepruning``: the per-epoch driver of SDCLR's global magnitude re-pruning (spec sdclr.md (b)).
 
-At the start of every ``every_n_epochs``-th training epoch the module's masks are recomputed
-from scratch from the current dense weights (``pl_module.recompute_masks(epoch)``), identical on
-every rank, and the overall and per-layer densities are logged (``prune/density``,
-``prune/density/<layer>``, ``prune/threshold``).
-
-Resume: the masks and the epoch that produced them (``pl_module.mask_epoch``) are registered
-buffers, so they come back with the checkpoint. A mid-epoch resume skips
-``on_train_epoch_start`` and continues with the restored mask (the reference would recompute
-a different one from the mid-epoch weights); if the hook does run for an epoch whose masks
-exist already, nothing is recomputed. The callback itself holds no state.
+The masks, the pruning rule and the epoch the masks belong to live in the backbone's
+:class:`~ltcl_lightning.modules.pruning.PrunableNetwork` (persistent buffers); this callback
+finds every such network with a prune ratio by type and calls ``start_epoch(epoch,
+every_n_epochs)`` at the start of training and of every epoch: the masks are recomputed from
+the current dense weights at epochs 0, n, 2n, ... unless the masks in use already belong to the
+due epoch, so a resume from any checkpoint (mid-epoch: the restored masks; at an epoch's last
+batch: the next epoch's masks, from the same weights) trains with the masks of an uninterrupted
+run. It logs ``prune/density``, ``prune/threshold`` and ``prune/density/<layer>``; it holds no
+state.
 
 The SDCLR module adds this callback itself (``configure_callbacks``) unless one is already in
 ``trainer.callbacks``; list it there only to change its settings.
@@ -18,6 +17,8 @@ The SDCLR module adds this callback itself (``configure_callbacks``) unless one 
 from __future__ import annotations
 
 import lightning.pytorch as pl
+
+from ltcl_lightning.modules.pruning import PrunableNetwork
 
 
 class MaskRepruning(pl.Callback):
@@ -32,24 +33,30 @@ class MaskRepruning(pl.Callback):
         self.every_n_epochs = every_n_epochs
         self.log_per_layer = log_per_layer
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        missing = [a for a in ("recompute_masks", "mask_densities", "mask_epoch") if not hasattr(pl_module, a)]
-        if missing:
+    @staticmethod
+    def networks(pl_module) -> list[PrunableNetwork]:
+        found = [m for m in pl_module.modules() if isinstance(m, PrunableNetwork) and m.ratio is not None]
+        if not found:
             raise TypeError(
-                f"MaskRepruning needs a pruning method such as SDCLR; {type(pl_module).__name__} lacks {missing}. "
-                "Remove the callback or use ltcl_lightning.methods.sdclr.SDCLR."
+                f"MaskRepruning needs a pruning method such as SDCLR; {type(pl_module).__name__} has no "
+                "PrunableNetwork with a prune ratio. Remove the callback or use ltcl_lightning.methods.sdclr.SDCLR."
             )
+        return found
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.networks(pl_module)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # a resume skips on_train_epoch_start (mid-epoch, and at a last-batch checkpoint)
+        self.on_train_epoch_start(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        epoch = trainer.current_epoch
-        last = int(pl_module.mask_epoch)
-        if last == epoch:  # this epoch's masks exist (restored from a checkpoint)
-            return
-        if last >= 0 and epoch % self.every_n_epochs != 0:
-            return
-        stats = pl_module.recompute_masks(epoch)
-        logs = {"prune/density": stats["overall"], "prune/threshold": stats["threshold"]}
-        if self.log_per_layer:
-            logs.update({f"prune/density/{k}": v for k, v in pl_module.mask_densities().items() if k != "overall"})
-        # identical on every rank by construction: no sync needed
-        pl_module.log_dict(logs, on_step=False, on_epoch=True)
+        for net in self.networks(pl_module):
+            stats = net.start_epoch(trainer.current_epoch, self.every_n_epochs)
+            if stats is None:
+                continue
+            logs = {"prune/density": stats["overall"], "prune/threshold": stats["threshold"]}
+            if self.log_per_layer:
+                logs.update({f"prune/density/{k}": v for k, v in net.mask_densities().items() if k != "overall"})
+            # identical on every rank by construction: no sync needed
+            pl_module.log_dict(logs, on_step=False, on_epoch=True)

@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 import torch
 
 from ltcl_lightning.longtail import group_means
+from ltcl_lightning.modules.vmf import VMFEstimator
 
 
 class VMFEstimation(pl.Callback):
@@ -19,19 +20,20 @@ class VMFEstimation(pl.Callback):
     the Many / Medium / Few classes (``vmf/kappa_<group>``) and its overall median at epoch end.
 
     The swap is idempotent per epoch (``VMFEstimator.start_epoch``), and is also applied in
-    ``on_train_start`` because a mid-epoch resume skips ``on_train_epoch_start``: a checkpoint
-    taken inside epoch e already holds epoch e's window and is used as it is.
+    ``on_train_start`` because a resume skips ``on_train_epoch_start`` (mid-epoch, and at a
+    checkpoint written at an epoch's last batch): a checkpoint taken inside epoch e already holds
+    epoch e's window and is used as it is; one taken at the last batch of epoch e gets epoch
+    e+1's swap. The callback finds the estimator by type and holds no state.
     """
 
     @staticmethod
-    def _estimator(pl_module):
-        est = getattr(pl_module, "estimator", None)
-        if est is None or not hasattr(est, "start_epoch"):
+    def _estimator(pl_module) -> VMFEstimator:
+        found = [m for m in pl_module.modules() if isinstance(m, VMFEstimator)]
+        if len(found) != 1:
             raise TypeError(
-                f"VMFEstimation needs a method with a VMFEstimator in `.estimator` (ProCo); "
-                f"{type(pl_module).__name__} has none"
+                f"VMFEstimation needs a method with a VMFEstimator (ProCo); {type(pl_module).__name__} has {len(found)}"
             )
-        return est
+        return found[0]
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._estimator(pl_module).start_epoch(trainer.current_epoch)

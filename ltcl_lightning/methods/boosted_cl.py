@@ -12,12 +12,13 @@ stage of the next epoch's views (``ltcl_lightning.data.boosted``).
 - :class:`BoostedSDCLR` is **BCL-D**: SDCLR (dense view 1 vs 90 %-pruned view 2) + boosted
   views with ``rand_k=2``, weight decay 1e-4; the tracked loss is the dense-vs-pruned NT-Xent.
 
-The momentum state and the weights are buffers of the module (``momentum_loss``,
-``momentum_epoch``, ``sample_weight``, ``sample_target``; size N = the training set, from
-``num_samples`` or ``sum(class_counts)``), updated by
-:class:`~ltcl_lightning.callbacks.momentum.MomentumWeightUpdate`, which the module adds itself
-(``configure_callbacks``); pair it with a boosted datamodule
-(``BoostedCIFAR100LTDataModule``), which it checks for.
+The equations and the state (momentum losses, weights; size N = the training set, from
+``num_samples`` or ``sum(class_counts)``) live in
+:class:`~ltcl_lightning.modules.momentum.MomentumLoss` (``self.momentum``), driven by
+:class:`~ltcl_lightning.callbacks.momentum.MomentumWeightUpdate`, which the method adds itself
+(``configure_callbacks``); pair it with a boosted datamodule (``BoostedCIFAR100LTDataModule``),
+which the callback checks for. The tracked per-sample loss is the family's
+:meth:`~ltcl_lightning.methods.simclr.SimCLR.contrastive_loss`.
 
 Differences from the official code (MediaBrain-SJTU/BCL ``a2342f8``), all deliberate:
 
@@ -42,9 +43,13 @@ import torch
 
 from ltcl_lightning.callbacks.momentum import MomentumWeightUpdate
 from ltcl_lightning.callbacks.report import PerSampleState
-from ltcl_lightning.methods.sdclr import SDCLR, sdclr_sgd
 from ltcl_lightning.methods.base import OptimizerCallable
+from ltcl_lightning.methods.sdclr import SDCLR
 from ltcl_lightning.methods.simclr import SimCLR
+from ltcl_lightning.modules.momentum import MomentumLoss, momentum_weights
+
+#: ltcl_lightning 0.1.0 kept the state in the method's own buffers
+_V010_KEYS = {"momentum_loss": "momentum.loss", "momentum_epoch": "momentum.last_epoch", "sample_weight": "momentum.weight"}
 
 
 def boosted_cl_sgd(params) -> torch.optim.Optimizer:
@@ -53,47 +58,58 @@ def boosted_cl_sgd(params) -> torch.optim.Optimizer:
 
 
 class MomentumBoosted:
-    """Mixin: the per-sample momentum state, its callback and ``report_state``."""
+    """Mixin: the momentum-loss module, its callback, the data checks and ``report_state``."""
 
-    def _init_momentum_state(self, num_samples: int | None, class_counts: list[int] | None, momentum_beta: float) -> None:
+    def _init_momentum(self, num_samples: int | None, momentum_beta: float) -> None:
+        total = int(self.class_counts.sum())
         if num_samples is None:
-            if class_counts is None:
+            if total == 0:
                 raise ValueError(
                     f"{type(self).__name__} keeps one momentum loss per training sample and needs the training set "
                     "size at construction: pass class_counts (the CLI links it from the data) or num_samples."
                 )
-            num_samples = int(sum(class_counts))
-        elif class_counts is not None and int(sum(class_counts)) != num_samples:
-            raise ValueError(f"num_samples={num_samples} but class_counts sum to {int(sum(class_counts))}")
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        if not 0.0 <= momentum_beta < 1.0:
-            raise ValueError(f"momentum_beta must be in [0, 1), got {momentum_beta}")
-        self.num_samples = num_samples
-        self.momentum_beta = momentum_beta
-        self.register_buffer("momentum_loss", torch.zeros(num_samples, dtype=torch.float32))
-        self.register_buffer("momentum_epoch", torch.full((num_samples,), -1, dtype=torch.long))
-        # w = 0: the first epoch is plain SimCLR / SDCLR augmentation, as in the reference
-        self.register_buffer("sample_weight", torch.zeros(num_samples, dtype=torch.float32))
-        self.register_buffer("sample_target", torch.full((num_samples,), -1, dtype=torch.long))
+            num_samples = total
+        elif total and total != num_samples:
+            raise ValueError(f"num_samples={num_samples} but class_counts sum to {total}")
+        self.momentum = MomentumLoss(num_samples, momentum_beta)
+        self._sample_target: torch.Tensor | None = None  # the labels of the training set, from the data
 
-    def _check_train_size(self) -> None:
-        trainer = self._trainer
-        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+    @property
+    def num_samples(self) -> int:
+        return self.momentum.num_samples
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         train = getattr(dm, "datasets", {}).get("train") if dm is not None else None
         if train is not None and len(train) != self.num_samples:
             raise ValueError(
                 f"{type(self).__name__} was built for {self.num_samples} training samples but the datamodule's "
                 f"training set has {len(train)}; leave num_samples unset so that it follows class_counts."
             )
-        if train is not None and hasattr(train, "targets") and bool((self.sample_target < 0).all()):
-            self.sample_target.copy_(torch.as_tensor(train.targets, dtype=torch.long))
+        if train is not None and hasattr(train, "targets"):
+            self._sample_target = torch.as_tensor(train.targets, dtype=torch.long)
 
-    def momentum_callbacks(self) -> list:
-        return self.callbacks_unless_listed(MomentumWeightUpdate(self.momentum_beta))
+    def configure_callbacks(self):
+        return list(super().configure_callbacks()) + self.callbacks_unless_listed(MomentumWeightUpdate())
 
     def report_state(self) -> dict[str, Any]:
-        return {"sample_weight": PerSampleState(self.sample_weight.detach().cpu(), self.sample_target.detach().cpu())}
+        state = super().report_state()
+        if self._sample_target is not None:
+            state["sample_weight"] = PerSampleState(self.momentum.weight.detach().cpu(), self._sample_target)
+        return state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("state_dict", {})
+        if "momentum_loss" in state:  # a 0.1.0 checkpoint: rename, and date the weights it holds
+            state.pop("sample_target", None)
+            for old, new in _V010_KEYS.items():
+                state[new] = state.pop(old)
+            w, last = state["momentum.weight"], int(state["momentum.last_epoch"].max())
+            # weights of the end of the last updated epoch, of the one before, or none yet
+            epoch = -1 if not w.any() else last if torch.equal(w, momentum_weights(state["momentum.loss"])) else last - 1
+            state["momentum.weight_epoch"] = torch.tensor(epoch, dtype=torch.long)
 
 
 class BoostedCL(MomentumBoosted, SimCLR):
@@ -102,14 +118,8 @@ class BoostedCL(MomentumBoosted, SimCLR):
     def __init__(
         self,
         num_classes: int,
-        backbone: str = "resnet18_cifar",
-        temperature: float = 0.2,
-        proj_hidden_dim: int = 512,
-        proj_dim: int = 128,
-        head_layers: int = 2,
         momentum_beta: float = 0.97,
         num_samples: int | None = None,
-        class_counts: list[int] | None = None,
         optimizer: OptimizerCallable = boosted_cl_sgd,
         **kwargs,
     ):
@@ -117,20 +127,11 @@ class BoostedCL(MomentumBoosted, SimCLR):
         Args:
             momentum_beta: EMA factor of the momentum loss (0.97).
             num_samples: training-set size N (default: ``sum(class_counts)``).
-            Other arguments: see :class:`SimCLR` and :class:`LongTailMethod`.
+            optimizer: default SGD lr 0.5, momentum 0.9, wd 5e-4.
+            kwargs: :class:`SimCLR` and ``LongTailMethod`` arguments.
         """
-        super().__init__(
-            num_classes, backbone, temperature=temperature, proj_hidden_dim=proj_hidden_dim, proj_dim=proj_dim,
-            head_layers=head_layers, class_counts=class_counts, optimizer=optimizer, **kwargs,
-        )
-        self._init_momentum_state(num_samples, class_counts, momentum_beta)
-
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        self._check_train_size()
-
-    def configure_callbacks(self):
-        return self.momentum_callbacks()
+        super().__init__(num_classes, optimizer=optimizer, **kwargs)
+        self._init_momentum(num_samples, momentum_beta)
 
 
 class BoostedSDCLR(MomentumBoosted, SDCLR):
@@ -140,33 +141,16 @@ class BoostedSDCLR(MomentumBoosted, SDCLR):
     def __init__(
         self,
         num_classes: int,
-        backbone: str = "resnet18_cifar",
-        temperature: float = 0.2,
-        prune_ratio: float = 0.9,
         head_layers: int = 2,
         momentum_beta: float = 0.97,
         num_samples: int | None = None,
-        class_counts: list[int] | None = None,
-        optimizer: OptimizerCallable = sdclr_sgd,
         **kwargs,
     ):
         """
         Args:
             head_layers: 2, the BoostedCL repository's SDCLR head (official SDCLR: 3).
-            momentum_beta, num_samples: see :class:`BoostedCL`. Others: see :class:`SDCLR`.
+            momentum_beta, num_samples: see :class:`BoostedCL`.
+            kwargs: :class:`SDCLR`, :class:`SimCLR` and ``LongTailMethod`` arguments.
         """
-        super().__init__(
-            num_classes, backbone, temperature=temperature, prune_ratio=prune_ratio, head_layers=head_layers,
-            class_counts=class_counts, optimizer=optimizer, **kwargs,
-        )
-        self._init_momentum_state(num_samples, class_counts, momentum_beta)
-
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        self._check_train_size()
-
-    def configure_callbacks(self):
-        return list(super().configure_callbacks()) + self.momentum_callbacks()
-
-    def report_state(self) -> dict[str, Any]:
-        return {**SDCLR.report_state(self), **MomentumBoosted.report_state(self)}
+        super().__init__(num_classes, head_layers=head_layers, **kwargs)
+        self._init_momentum(num_samples, momentum_beta)

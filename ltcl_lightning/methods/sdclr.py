@@ -39,13 +39,7 @@ from ltcl_lightning.callbacks.report import PerLayerState
 from ltcl_lightning.methods.base import OptimizerCallable
 from ltcl_lightning.methods.simclr import SimCLR
 from ltcl_lightning.modules.backbones import build_backbone
-from ltcl_lightning.modules.pruning import (
-    PrunableNetwork,
-    _check_ratio,
-    broadcast_masks,
-    mask_densities,
-    prune_global,
-)
+from ltcl_lightning.modules.pruning import PrunableNetwork
 
 
 def sdclr_sgd(params) -> torch.optim.Optimizer:
@@ -78,20 +72,20 @@ class SDCLR(SimCLR):
                 ``proj_hidden_dim``: 512 ResNet-18, 2048 ResNet-50; ``proj_dim`` 128) and
                 ``LongTailMethod``'s.
         """
-        _check_ratio("prune_ratio", prune_ratio)
-        if not 0.0 <= random_prune_ratio <= prune_ratio:
-            raise ValueError(f"random_prune_ratio must be in [0, prune_ratio={prune_ratio}], got {random_prune_ratio}")
         super().__init__(num_classes, backbone, head_layers=head_layers, optimizer=optimizer, **kwargs)
-        self.prune_ratio = prune_ratio
-        self.random_prune_ratio = random_prune_ratio
-        self.prune_seed = prune_seed
-        self.projector = PrunableNetwork(self.projector)
-        # epoch whose start produced the current masks (-1: never); in the checkpoint, so that a
-        # resume never recomputes the masks of an epoch that already has them
-        self.register_buffer("mask_epoch", torch.tensor(-1, dtype=torch.long))
+        self.projector = PrunableNetwork(self.projector)  # dual batch-norms; no convolution to mask
 
-    def build_backbone(self, name: str) -> PrunableNetwork:
-        return PrunableNetwork(build_backbone(name))
+    def build_backbone(self, name) -> PrunableNetwork:
+        hp = self.hparams  # saved by the base before it builds the backbone
+        return PrunableNetwork(build_backbone(name), hp.prune_ratio, hp.random_prune_ratio, hp.prune_seed)
+
+    @property
+    def prune_ratio(self) -> float:
+        return self.backbone.ratio
+
+    @property
+    def mask_epoch(self) -> torch.Tensor:
+        return self.backbone.mask_epoch
 
     # ----- the two branches ------------------------------------------------------------------
     def project(self, h: torch.Tensor, pruned: bool = False) -> torch.Tensor:
@@ -103,27 +97,12 @@ class SDCLR(SimCLR):
         h2 = self.backbone(views[1], pruned=True)
         return self.project(h1), self.project(h2, pruned=True), h1
 
-    # ----- masks -----------------------------------------------------------------------------
-    @torch.no_grad()
+    # ----- masks: owned by the backbone (modules/pruning.py), re-pruned by MaskRepruning --------
     def recompute_masks(self, epoch: int) -> dict[str, float]:
-        """Global magnitude pruning of the backbone's convolutions from the current weights.
-
-        Every rank computes the same mask (identical weights, identically seeded random part);
-        the masks are then broadcast from rank 0 so that they agree whatever the DDP settings.
-        """
-        generator = None
-        if self.random_prune_ratio > 0:
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(self.prune_seed * 1_000_003 + epoch)
-        stats = prune_global(self.backbone, self.prune_ratio, self.random_prune_ratio, generator)
-        broadcast_masks(self.backbone)
-        self.mask_epoch.fill_(epoch)
-        if self.random_prune_ratio > 0:  # after the broadcast the counts are rank 0's
-            stats["overall"] = mask_densities(self.backbone)["overall"]
-        return stats
+        return self.backbone.recompute_masks(epoch)
 
     def mask_densities(self) -> dict[str, float]:
-        return mask_densities(self.backbone.net)
+        return self.backbone.mask_densities()
 
     def report_state(self) -> dict[str, Any]:
         return {"mask_density": PerLayerState(self.mask_densities())}
@@ -134,3 +113,9 @@ class SDCLR(SimCLR):
         from ltcl_lightning.callbacks.pruning import MaskRepruning
 
         return self.callbacks_unless_listed(MaskRepruning())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("state_dict", {})
+        if "mask_epoch" in state:  # a 0.1.0 checkpoint: the method held the masks' epoch
+            state["backbone.mask_epoch"] = state.pop("mask_epoch")

@@ -148,10 +148,29 @@ class PrunableNetwork(nn.Module):
     Dense by default, so ``backbone(x)`` of an SDCLR model is the dense network with the dense
     batch-norm (what the linear probe must use; the BoostedCL code's in-training probe used the
     pruned one by accident). ``out_dim`` is taken from the wrapped network when it has one.
+
+    With a ``ratio`` it owns SDCLR's per-epoch re-pruning (spec (b)): :meth:`start_epoch`
+    recomputes the masks from the current dense weights when the masks in use are older than
+    the epoch they are due for, and records that epoch in the persistent ``mask_epoch`` buffer.
     """
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, ratio: float | None = None, random_ratio: float = 0.0, seed: int = 0):
+        """
+        Args:
+            ratio: fraction of the convolution weights pruned by :meth:`recompute_masks`
+                (``None``: the masks are not this network's to recompute, e.g. a head).
+            random_ratio: part of ``ratio`` pruned at random (reference ``random_prune_percent``).
+            seed: seed of the random part, combined with the epoch (same on every rank).
+        """
         super().__init__()
+        if ratio is not None:
+            _check_ratio("prune_ratio", ratio)
+            if not 0.0 <= random_ratio <= ratio:
+                raise ValueError(f"random_prune_ratio must be in [0, prune_ratio={ratio}], got {random_ratio}")
+            # epoch whose start produced the current masks (-1: never); in the checkpoint, so that a
+            # resume never recomputes the masks of an epoch that already has them
+            self.register_buffer("mask_epoch", torch.tensor(-1, dtype=torch.long))
+        self.ratio, self.random_ratio, self.seed = ratio, random_ratio, seed
         self.net = convert_to_prunable(net)
         if hasattr(net, "out_dim"):
             self.out_dim = net.out_dim
@@ -164,6 +183,37 @@ class PrunableNetwork(nn.Module):
 
     def masked_convs(self) -> dict[str, MaskedConv2d]:
         return masked_convs(self.net)
+
+    def mask_densities(self) -> dict[str, float]:
+        return mask_densities(self.net)
+
+    @torch.no_grad()
+    def recompute_masks(self, epoch: int) -> dict[str, float]:
+        """Global magnitude pruning of the convolutions from the current weights.
+
+        Every rank computes the same mask (identical weights, identically seeded random part);
+        the masks are then broadcast from rank 0 so that they agree whatever the DDP settings.
+        """
+        if self.ratio is None:
+            raise ValueError("this PrunableNetwork has no prune ratio: build it with ratio= to recompute its masks")
+        generator = None
+        if self.random_ratio > 0:
+            generator = torch.Generator(device=self.mask_epoch.device)
+            generator.manual_seed(self.seed * 1_000_003 + epoch)
+        stats = prune_global(self, self.ratio, self.random_ratio, generator)
+        broadcast_masks(self)
+        self.mask_epoch.fill_(epoch)
+        if self.random_ratio > 0:  # after the broadcast the counts are rank 0's
+            stats["overall"] = mask_densities(self)["overall"]
+        return stats
+
+    def start_epoch(self, epoch: int, every_n_epochs: int = 1) -> dict[str, float] | None:
+        """Masks for ``epoch`` (re-pruned at epochs 0, n, 2n, ...): recomputed unless the masks in
+        use already belong to the last due epoch (idempotent: any hook may call it, a resume from
+        any checkpoint gets the masks an uninterrupted run has). Returns the stats if recomputed."""
+        if int(self.mask_epoch) >= epoch - epoch % every_n_epochs:  # one host sync per epoch
+            return None
+        return self.recompute_masks(epoch)
 
     def to_dense(self) -> nn.Module:
         """A deep copy of the wrapped network as plain layers (``Conv2d`` and the dense BN

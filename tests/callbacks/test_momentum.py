@@ -1,5 +1,6 @@
 """BoostedCL momentum loss and weights (spec boosted_cl.md sections a, b) against an independent
-numpy computation of the official rule, over several epochs of seeded per-sample losses."""
+numpy computation of the official rule, over several epochs of seeded per-sample losses: the
+state module (modules/momentum.py) and its driver callback."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from ltcl_lightning.callbacks.momentum import STATE_BUFFERS, MomentumWeightUpdate, momentum_update_, momentum_weights
+from ltcl_lightning.callbacks.momentum import MomentumWeightUpdate
+from ltcl_lightning.modules.momentum import MomentumLoss, momentum_weights
 
 BETA = 0.97
 
@@ -36,12 +38,9 @@ def official_epochs(losses: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarr
 
 
 class Module(torch.nn.Module):
-    def __init__(self, n: int):
+    def __init__(self, n: int, beta: float = BETA):
         super().__init__()
-        self.register_buffer("momentum_loss", torch.zeros(n))
-        self.register_buffer("momentum_epoch", torch.full((n,), -1, dtype=torch.long))
-        self.register_buffer("sample_weight", torch.zeros(n))
-        self.register_buffer("sample_target", torch.full((n,), -1, dtype=torch.long))
+        self.memory = MomentumLoss(n, beta)  # found by type, whatever its name
 
 
 class Sink:
@@ -72,17 +71,16 @@ def test_callback_matches_numpy_over_epochs():
     mems, ws = official_epochs(losses)
     module, sink = Module(n), Sink()
     trainer = SimpleNamespace(current_epoch=0, datamodule=sink)
-    cb = MomentumWeightUpdate(BETA)
+    cb = MomentumWeightUpdate()
     cb.setup(trainer, module, "fit")
     for e in range(epochs):
         trainer.current_epoch = e
         drive_epoch(cb, trainer, module, losses[e], batch=32, rng=rng, targets=targets)  # last batch: 11
-        np.testing.assert_allclose(module.momentum_loss.numpy(), mems[e], rtol=1e-6, atol=1e-7)
-        np.testing.assert_allclose(module.sample_weight.numpy(), ws[e], rtol=0, atol=1e-6)
-        assert module.sample_weight.dtype == torch.float32
-        assert torch.equal(sink.published[-1], module.sample_weight)
-    assert (module.sample_target.numpy() == targets).all()
-    assert (module.momentum_epoch == epochs - 1).all()
+        np.testing.assert_allclose(module.memory.loss.numpy(), mems[e], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(module.memory.weight.numpy(), ws[e], rtol=0, atol=1e-6)
+        assert module.memory.weight.dtype == torch.float32
+        assert torch.equal(sink.published[-1], module.memory.weight)
+    assert (module.memory.last_epoch == epochs - 1).all()
 
 
 def test_weight_properties():
@@ -104,39 +102,58 @@ def test_all_equal_losses_give_one_half_not_nan():
 
 
 def test_each_sample_updated_once_per_epoch_first_occurrence_wins():
-    mem = torch.zeros(5)
-    last = torch.full((5,), -1, dtype=torch.long)
+    m = MomentumLoss(5, BETA)
+    mem, last = m.loss, m.last_epoch
     # epoch 0: duplicates in one step and across steps (distributed-sampler padding)
-    assert momentum_update_(mem, last, torch.tensor([0, 1, 1, 2]), torch.tensor([1.0, 2.0, 9.0, 3.0]), 0, BETA) == 3
-    assert momentum_update_(mem, last, torch.tensor([3, 4, 0]), torch.tensor([4.0, 5.0, 9.0]), 0, BETA) == 2
+    assert int(m.update(torch.tensor([0, 1, 1, 2]), torch.tensor([1.0, 2.0, 9.0, 3.0]), 0).sum()) == 3
+    assert int(m.update(torch.tensor([3, 4, 0]), torch.tensor([4.0, 5.0, 9.0]), 0).sum()) == 2
     assert torch.equal(mem, torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]))
     # epoch 1: EMA, again once
-    momentum_update_(mem, last, torch.tensor([2, 2]), torch.tensor([13.0, 100.0]), 1, BETA)
+    m.update(torch.tensor([2, 2]), torch.tensor([13.0, 100.0]), 1)
     assert float(mem[2]) == pytest.approx((1 - BETA) * 13.0 + BETA * 3.0, rel=1e-6)
     assert torch.equal(last, torch.tensor([0, 0, 1, 0, 0]))
     # a sample first seen after epoch 0 stores its raw loss (no decay from 0)
-    mem2, last2 = torch.zeros(2), torch.full((2,), -1, dtype=torch.long)
-    momentum_update_(mem2, last2, torch.tensor([1]), torch.tensor([4.0]), 3, BETA)
-    assert float(mem2[1]) == 4.0
+    m2 = MomentumLoss(2, BETA)
+    m2.update(torch.tensor([1]), torch.tensor([4.0]), 3)
+    assert float(m2.loss[1]) == 4.0
+    assert int(m2.update(torch.tensor([], dtype=torch.long), torch.tensor([]), 3).sum()) == 0
+
+
+def test_start_epoch_brings_skipped_epoch_end_weights_up_to_date():
+    """A resume from a checkpoint written at an epoch's last batch skips that epoch's end:
+    start_epoch computes the weights from the memory then, and is idempotent."""
+    m = MomentumLoss(4, BETA)
+    assert torch.equal(m.start_epoch(0), torch.zeros(4)) and int(m.weight_epoch) == -1  # epoch 0: w = 0
+    m.update(torch.arange(4), torch.tensor([1.0, 2.0, 3.0, 10.0]), 0)
+    w = m.start_epoch(1)  # end of epoch 0 never ran
+    assert torch.equal(w, momentum_weights(m.loss)) and int(m.weight_epoch) == 0
+    m.update(torch.arange(2), torch.tensor([50.0, 0.0]), 1)  # mid-epoch 1: weights stay those of epoch 0
+    assert torch.equal(m.start_epoch(1), w) and int(m.weight_epoch) == 0
+    assert torch.equal(m.end_epoch(1), momentum_weights(m.loss)) and int(m.weight_epoch) == 1
+    assert torch.equal(m.start_epoch(2), m.weight) and int(m.weight_epoch) == 1
 
 
 def test_callback_errors_are_explicit():
     cb = MomentumWeightUpdate()
-    with pytest.raises(TypeError, match="lacks the buffers"):
+    with pytest.raises(TypeError, match="MomentumLoss"):
         cb.setup(SimpleNamespace(), torch.nn.Linear(2, 2), "fit")
     trainer = SimpleNamespace(current_epoch=0, datamodule=object(), train_dataloader=None)
     with pytest.raises(TypeError, match="set_sample_weights"):
         cb.on_train_start(trainer, Module(3))
     with pytest.raises(KeyError, match="per_sample_loss"):
         cb.on_train_batch_end(trainer, Module(3), {"loss": torch.tensor(0.0), "index": torch.tensor([0])}, None, 0)
-    with pytest.raises(IndexError, match="outside the momentum buffer"):
+    # an asynchronous device assert (no host sync per step): RuntimeError, raised at once on the CPU
+    with pytest.raises(RuntimeError, match="outside the momentum buffer"):
         cb.on_train_batch_end(trainer, Module(3), {"index": torch.tensor([5]), "per_sample_loss": torch.tensor([1.0])}, None, 0)
     with pytest.raises(ValueError, match="beta"):
-        MomentumWeightUpdate(1.0)
+        MomentumLoss(3, 1.0)
 
 
-def test_callback_and_model_beta_must_agree():
-    model = SimpleNamespace(momentum_beta=0.9, **{b: torch.zeros(3) for b in STATE_BUFFERS})
-    with pytest.raises(ValueError, match="disagrees with the model's momentum_beta=0.9"):
-        MomentumWeightUpdate(0.97).setup(SimpleNamespace(), model, "fit")
-    MomentumWeightUpdate(0.9).setup(SimpleNamespace(), model, "fit")  # same value: fine
+def test_beta_lives_in_the_module():
+    """One source for beta: the callback has none, the module's is used."""
+    module, cb = Module(2, beta=0.9), MomentumWeightUpdate()
+    trainer = SimpleNamespace(current_epoch=0, datamodule=Sink())
+    for epoch, loss in enumerate((1.0, 3.0)):
+        trainer.current_epoch = epoch
+        cb.on_train_batch_end(trainer, module, {"index": torch.tensor([0]), "per_sample_loss": torch.tensor([loss])}, None, 0)
+    assert float(module.memory.loss[0]) == pytest.approx(0.1 * 3.0 + 0.9 * 1.0, rel=1e-6)

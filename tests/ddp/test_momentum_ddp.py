@@ -15,7 +15,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DistributedSampler
 
-from ltcl_lightning.callbacks.momentum import MomentumWeightUpdate, momentum_weights
+from ltcl_lightning.callbacks.momentum import MomentumWeightUpdate
+from ltcl_lightning.modules.momentum import MomentumLoss, momentum_weights
 from ddp_helpers import free_port
 
 pytestmark = pytest.mark.ddp
@@ -33,10 +34,7 @@ def _loss(index: torch.Tensor, epoch: int) -> torch.Tensor:
 class _Module(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.register_buffer("momentum_loss", torch.zeros(N))
-        self.register_buffer("momentum_epoch", torch.full((N,), -1, dtype=torch.long))
-        self.register_buffer("sample_weight", torch.zeros(N))
-        self.register_buffer("sample_target", torch.full((N,), -1, dtype=torch.long))
+        self.momentum = MomentumLoss(N, BETA)
 
 
 class _Sink:
@@ -53,7 +51,7 @@ def _worker(rank, world, port, out_dir):
     sampler = DistributedSampler(range(N), num_replicas=world, rank=rank, shuffle=True, seed=3)
     module, sink = _Module(), _Sink()
     trainer = SimpleNamespace(current_epoch=0, datamodule=sink)
-    cb = MomentumWeightUpdate(BETA)
+    cb = MomentumWeightUpdate()
     cb.setup(trainer, module, "fit")
     history, padded = [], []
     for epoch in range(EPOCHS):
@@ -66,9 +64,8 @@ def _worker(rank, world, port, out_dir):
             out = {"loss": torch.tensor(0.0), "index": idx, "per_sample_loss": _loss(idx, epoch), "target": idx % 4}
             cb.on_train_batch_end(trainer, module, out, None, s // BATCH)
         cb.on_train_epoch_end(trainer, module)
-        history.append((module.momentum_loss.clone(), module.sample_weight.clone()))
-    torch.save({"history": history, "published": sink.published, "indices": padded,
-                "target": module.sample_target.clone()}, os.path.join(out_dir, f"rank{rank}.pt"))
+        history.append((module.momentum.loss.clone(), module.momentum.weight.clone()))
+    torch.save({"history": history, "published": sink.published, "indices": padded}, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
 
@@ -92,4 +89,3 @@ def test_momentum_buffer_equals_single_process_with_padding(tmp_path):
         assert torch.equal(r0["history"][epoch][0], r1["history"][epoch][0])
         assert torch.equal(r0["published"][epoch], r1["published"][epoch])
         assert torch.equal(r0["published"][epoch], r0["history"][epoch][1])
-    assert torch.equal(r0["target"], torch.arange(N) % 4) and torch.equal(r1["target"], r0["target"])

@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from ltcl_lightning.callbacks.momentum import momentum_weights
 from ltcl_lightning.data.boosted import BoostedCIFAR10LTDataModule
 from ltcl_lightning.data.cifar import CIFAR10LTDataModule
 from ltcl_lightning.losses.contrastive import nt_xent_loss
 from ltcl_lightning.methods.boosted_cl import BoostedCL, BoostedSDCLR
+from ltcl_lightning.modules.momentum import momentum_weights
 
 REPO = Path(__file__).resolve().parents[2]
 BETA = 0.97
@@ -58,7 +58,7 @@ class Record(pl.Callback):
         self.steps, self.start = [], None
 
     def on_train_start(self, trainer, pl_module):
-        self.start = {k: getattr(pl_module, k).clone() for k in ("momentum_loss", "momentum_epoch", "sample_weight")}
+        self.start = {k: v.clone() for k, v in pl_module.momentum.state_dict(prefix="momentum.").items()}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if "published" not in self.start:  # after every callback's on_train_start
@@ -91,7 +91,7 @@ def test_per_sample_loss_is_the_tracked_nt_xent():
     torch.testing.assert_close(out["per_sample_loss"].double(), ref, rtol=1e-5, atol=1e-6)
     assert not out["per_sample_loss"].requires_grad
     torch.testing.assert_close(out["loss"], out["per_sample_loss"].mean())
-    assert model.momentum_loss.shape == (40,) and model.sample_weight.dtype == torch.float32
+    assert model.momentum.loss.shape == (40,) and model.momentum.weight.dtype == torch.float32
     with pytest.raises(ValueError, match="class_counts"):
         BoostedCL(num_classes=10, backbone="tiny")
 
@@ -108,7 +108,7 @@ def test_bcl_d_tracks_the_dense_view1_vs_pruned_view2_loss():
     torch.testing.assert_close(out["per_sample_loss"].double(), ref, rtol=1e-5, atol=1e-6)
     z2_dense = F.normalize(model.projector(model.backbone(views[1])), dim=1)
     assert not torch.allclose(ref, nt_xent_loss(z1.double(), z2_dense.double(), 0.2, reduction="none"))
-    assert model.momentum_loss.shape == (40,)
+    assert model.momentum.loss.shape == (40,)
     assert model.hparams.head_layers == 2  # the BoostedCL repository's SDCLR head
 
 
@@ -118,11 +118,11 @@ def test_config_runs_one_step(variant, splits_dir, run_recipe):
     model, dm = cli.model, cli.datamodule
     assert type(model) is (BoostedCL if variant == "i" else BoostedSDCLR)
     assert dm.rand_k == (1 if variant == "i" else 2)
-    updated = torch.nonzero(model.momentum_epoch >= 0).flatten()
-    assert len(updated) == 8 and (model.momentum_loss[updated] > 0).all()
+    updated = torch.nonzero(model.momentum.last_epoch >= 0).flatten()
+    assert len(updated) == 8 and (model.momentum.loss[updated] > 0).all()
     labels = np.load(splits_dir / "cifar100" / "train_labels.npy")[np.load(splits_dir / "cifar100" / "split1_D_i.npy")]
-    assert (model.sample_target.numpy() == labels).all()  # filled at setup from the data
-    assert torch.equal(dm.datasets["train"].sample_weights, model.sample_weight)  # published at epoch end
+    assert (model.report_state()["sample_weight"].target.numpy() == labels).all()  # taken at setup from the data
+    assert torch.equal(dm.datasets["train"].sample_weights, model.momentum.weight)  # published at epoch end
     state = model.report_state()
     assert state["sample_weight"].values.shape == (9754,) and state["sample_weight"].target.shape == (9754,)
     if variant == "d":
@@ -138,38 +138,38 @@ def test_resume_at_epoch_boundary_and_mid_epoch(cifar10_dir, small_split, tmp_pa
     _trainer(tmp_path, 2, [rec, ckpt_epoch, ckpt_step]).fit(model, _dm(cifar10_dir, small_split))
     assert [s[0] for s in rec.steps] == [0, 0, 0, 1, 1, 1]
     mem, last = replay(np.zeros(40), np.full(40, -1), rec.steps)
-    np.testing.assert_allclose(model.momentum_loss.numpy(), mem, rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(model.sample_weight, momentum_weights(torch.from_numpy(mem)), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(model.momentum.loss.numpy(), mem, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(model.momentum.weight, momentum_weights(torch.from_numpy(mem)), rtol=0, atol=1e-6)
 
     # --- resume at the boundary (after epoch 0) and run epoch 1 again
     path = tmp_path / "ep" / "epoch=0.ckpt"
     saved = torch.load(path, weights_only=True)["state_dict"]
-    assert (saved["sample_weight"] > 0).any() and (saved["momentum_epoch"] == 0).all()
+    assert (saved["momentum.weight"] > 0).any() and (saved["momentum.last_epoch"] == 0).all()
     rec2, model2 = Record(), _model()
     _trainer(tmp_path / "r1", 2, [rec2]).fit(model2, _dm(cifar10_dir, small_split), ckpt_path=str(path))
-    for k in ("momentum_loss", "momentum_epoch", "sample_weight"):
+    for k in ("momentum.loss", "momentum.last_epoch", "momentum.weight"):
         assert torch.equal(rec2.start[k], saved[k]), k
-    assert torch.equal(rec2.start["published"], saved["sample_weight"])  # the workers augment with it
+    assert torch.equal(rec2.start["published"], saved["momentum.weight"])  # the workers augment with it
     assert [s[0] for s in rec2.steps] == [1, 1, 1]
-    mem2, _ = replay(saved["momentum_loss"].numpy(), saved["momentum_epoch"].numpy(), rec2.steps)
-    np.testing.assert_allclose(model2.momentum_loss.numpy(), mem2, rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(model2.sample_weight, momentum_weights(torch.from_numpy(mem2)), rtol=0, atol=1e-6)
+    mem2, _ = replay(saved["momentum.loss"].numpy(), saved["momentum.last_epoch"].numpy(), rec2.steps)
+    np.testing.assert_allclose(model2.momentum.loss.numpy(), mem2, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(model2.momentum.weight, momentum_weights(torch.from_numpy(mem2)), rtol=0, atol=1e-6)
 
     # --- resume in the middle of epoch 1 (after its first step)
     path = tmp_path / "st" / "step=4.ckpt"
     saved = torch.load(path, weights_only=True)["state_dict"]
-    assert int((saved["momentum_epoch"] == 1).sum()) == 16  # one step of epoch 1 already in the memory
+    assert int((saved["momentum.last_epoch"] == 1).sum()) == 16  # one step of epoch 1 already in the memory
     rec3, model3 = Record(), _model()
     _trainer(tmp_path / "r2", 2, [rec3]).fit(model3, _dm(cifar10_dir, small_split), ckpt_path=str(path))
     # the weights in use are the checkpointed ones (end of epoch 0), not recomputed from the partial memory
-    assert torch.equal(rec3.start["sample_weight"], saved["sample_weight"])
-    assert torch.equal(rec3.start["published"], saved["sample_weight"])
-    assert not torch.allclose(saved["sample_weight"], momentum_weights(saved["momentum_loss"]))
+    assert torch.equal(rec3.start["momentum.weight"], saved["momentum.weight"])
+    assert torch.equal(rec3.start["published"], saved["momentum.weight"])
+    assert not torch.allclose(saved["momentum.weight"], momentum_weights(saved["momentum.loss"]))
     assert rec3.steps and all(s[0] == 1 for s in rec3.steps)
-    mem3, last3 = replay(saved["momentum_loss"].numpy(), saved["momentum_epoch"].numpy(), rec3.steps)
-    np.testing.assert_allclose(model3.momentum_loss.numpy(), mem3, rtol=1e-6, atol=1e-7)
-    assert (model3.momentum_epoch.numpy() == last3).all()
-    torch.testing.assert_close(model3.sample_weight, momentum_weights(torch.from_numpy(mem3)), rtol=0, atol=1e-6)
+    mem3, last3 = replay(saved["momentum.loss"].numpy(), saved["momentum.last_epoch"].numpy(), rec3.steps)
+    np.testing.assert_allclose(model3.momentum.loss.numpy(), mem3, rtol=1e-6, atol=1e-7)
+    assert (model3.momentum.last_epoch.numpy() == last3).all()
+    torch.testing.assert_close(model3.momentum.weight, momentum_weights(torch.from_numpy(mem3)), rtol=0, atol=1e-6)
 
 
 class _WeightAsImage:
@@ -185,7 +185,7 @@ class _CheckWorkersSeeWeights(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         index, views, _ = batch
-        expected = pl_module.sample_weight[index]
+        expected = pl_module.momentum.weight[index]
         if trainer.current_epoch >= 1:
             assert float(expected.std()) > 0  # real, non-trivial weights from epoch 0
         assert torch.equal(views[0][:, 0, 0, 0], expected), f"epoch {trainer.current_epoch}: workers used stale weights"
@@ -208,3 +208,36 @@ def test_plain_datamodule_is_refused(cifar10_dir, small_split, tmp_path):
         _trainer(tmp_path, 1).fit(_model(), dm)
     with pytest.raises(ValueError, match="training set has 40"):
         _trainer(tmp_path, 1).fit(_model(num_samples=41, class_counts=None), _dm(cifar10_dir, small_split))
+
+
+def _v010_checkpoint(model, path, weight):
+    """A checkpoint as ltcl_lightning 0.1.0 wrote it: the state in the method's own buffers."""
+    import lightning
+
+    sd = dict(model.state_dict())
+    for new in ("momentum.loss", "momentum.last_epoch", "momentum.weight", "momentum.weight_epoch"):
+        sd.pop(new)
+    sd.update(momentum_loss=model.momentum.loss.clone(), momentum_epoch=model.momentum.last_epoch.clone(),
+              sample_weight=weight, sample_target=torch.zeros(40, dtype=torch.long))
+    torch.save({"state_dict": sd, "hyper_parameters": dict(model.hparams),
+                "pytorch-lightning_version": lightning.__version__}, path)
+    return path
+
+
+def test_v010_checkpoint_with_the_old_buffer_names_loads(tmp_path):
+    """Old keys are renamed; the epoch of the weights it holds is inferred (epoch end: from the
+    memory; mid-epoch / last batch: the epoch before; all zero: none), so start_epoch then
+    trains with the right weights."""
+    model = _model()
+    model.momentum.update(torch.arange(40), torch.linspace(1, 3, 40), 0)
+    model.momentum.update(torch.arange(16), torch.linspace(5, 2, 16), 1)  # epoch 1 under way
+    mem = model.momentum.loss.clone()
+    old_w = momentum_weights(torch.linspace(1, 3, 40))  # end of epoch 0
+    cases = {"epoch end": (momentum_weights(mem), 1), "mid-epoch": (old_w, 0), "none yet": (torch.zeros(40), -1)}
+    for name, (w, weight_epoch) in cases.items():
+        loaded = BoostedCL.load_from_checkpoint(_v010_checkpoint(model, tmp_path / f"{name}.ckpt", w))
+        assert torch.equal(loaded.momentum.loss, mem) and torch.equal(loaded.momentum.last_epoch, model.momentum.last_epoch)
+        assert torch.equal(loaded.momentum.weight, w) and int(loaded.momentum.weight_epoch) == weight_epoch, name
+    # a last-batch checkpoint of epoch 1 resumed in epoch 2: the skipped end of epoch 1 is made up for
+    loaded = BoostedCL.load_from_checkpoint(tmp_path / "mid-epoch.ckpt")
+    assert torch.equal(loaded.momentum.start_epoch(2), momentum_weights(mem))

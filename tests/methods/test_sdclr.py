@@ -258,7 +258,7 @@ class _Recorder(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         sd = pl_module.state_dict()
-        self.states[trainer.global_step] = {k: v.clone() for k, v in sd.items() if "prune_mask" in k or "bn_list" in k or k == "mask_epoch"}
+        self.states[trainer.global_step] = {k: v.clone() for k, v in sd.items() if "prune_mask" in k or "bn_list" in k or k.endswith("mask_epoch")}
 
 
 def _fit(tmp_path, max_epochs=3, ckpt_path=None, callbacks=(), seed=0):
@@ -317,7 +317,7 @@ def test_save_resume_compare(tmp_path, uninterrupted, resume_step):
     ckpts = sorted(folder.glob(f"*step={resume_step}.ckpt"))
     assert len(ckpts) == 1, list(folder.glob("*"))
     ck = torch.load(ckpts[0], weights_only=True)
-    assert any(k.endswith("prune_mask") for k in ck["state_dict"]) and "mask_epoch" in ck["state_dict"]
+    assert any(k.endswith("prune_mask") for k in ck["state_dict"]) and "backbone.mask_epoch" in ck["state_dict"]
     _, trainer, resumed = _fit(tmp_path, ckpt_path=str(ckpts[0]))
     assert trainer.global_step == 9
     assert sorted(resumed.states) == list(range(resume_step + 1, 10))
@@ -371,3 +371,13 @@ def test_cifar_config_runs_one_step(name, run_recipe):
 def test_imagenet100_config_runs_one_step(run_recipe):
     model = _one_step(run_recipe, "experiments/imagenet100_lt/sdclr.yaml")
     assert model.prune_ratio == 0.3 and model.temperature == 0.3
+
+
+def test_v010_checkpoint_with_the_method_level_mask_epoch_loads(uninterrupted, tmp_path):
+    """ltcl_lightning 0.1.0 kept ``mask_epoch`` on the method; the backbone owns it now."""
+    _, _, _, root = uninterrupted
+    ck = torch.load(sorted((root / "epochs").glob("*step=9.ckpt"))[0], map_location="cpu", weights_only=True)
+    ck["state_dict"]["mask_epoch"] = ck["state_dict"].pop("backbone.mask_epoch")
+    torch.save(ck, tmp_path / "old.ckpt")
+    loaded = SDCLR.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu", weights_only=True)
+    assert int(loaded.mask_epoch) == 2 and loaded.backbone.start_epoch(2) is None  # epoch 2's masks, kept

@@ -55,7 +55,7 @@ def _reference_numpy_threshold(model) -> None:
     """The reference: every weight copied to the host, concatenated, fully sorted."""
     layers = list(masked_convs(model.backbone).values())
     flat = np.concatenate([m.weight.detach().abs().cpu().numpy().ravel() for m in layers])
-    k = int(np.ceil(model.prune_ratio * flat.size))
+    k = int(np.ceil(model.backbone.ratio * flat.size))
     thr = np.sort(flat)[min(k, flat.size - 1)]
     thr_t = torch.tensor(thr, device=layers[0].weight.device)
     for m in layers:
@@ -88,7 +88,7 @@ def main() -> None:
     sdclr = SDCLR(num_classes=10, backbone="resnet18_cifar", head_layers=3, prune_ratio=0.9).to(device)
     sdclr2 = SDCLR(num_classes=10, backbone="resnet18_cifar", head_layers=2, prune_ratio=0.9).to(device)
     for m in (sdclr, sdclr2):
-        m.recompute_masks(0)
+        m.backbone.recompute_masks(0)
     variants = {
         "SimCLR (2-layer head, 2B fwd)": _step_fn(simclr, b, torch.optim.SGD(simclr.parameters(), lr=0.01, momentum=0.9)),
         "SDCLR (3-layer dual-BN head)": _step_fn(sdclr, b, torch.optim.SGD(sdclr.parameters(), lr=0.01, momentum=0.9)),
@@ -105,7 +105,7 @@ def main() -> None:
     del simclr, sdclr, sdclr2
 
     r50 = SDCLR(num_classes=100, backbone="resnet50", proj_hidden_dim=2048, prune_ratio=0.3).to(device)
-    r50.recompute_masks(0)
+    r50.backbone.recompute_masks(0)
     b50 = batch(args.r50_batch, args.r50_size)
     r50_vars = {
         "mask recompute R50 (kthvalue)": lambda: prune_global(r50.backbone, 0.3),

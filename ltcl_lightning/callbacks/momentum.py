@@ -1,16 +1,11 @@
 """``MomentumWeightUpdate``: the per-step and per-epoch driver of BoostedCL's momentum loss.
 
 The equations, the state and the DDP gather / de-duplication live in
-:class:`~ltcl_lightning.modules.momentum.MomentumLoss` (spec boosted_cl.md sections a, b, h);
-this callback finds that module in the LightningModule by type and calls its protocol:
-
-- every training step: ``update(outputs['index'], outputs['per_sample_loss'], epoch)``;
-- every epoch end: ``end_epoch(epoch)``, and the weights go to the training data;
-- at the start of training and of every epoch: ``start_epoch(epoch)`` (idempotent), and the
-  weights go to the training data, so a resume from any checkpoint (mid-epoch, last batch,
-  epoch end) augments with the weights an uninterrupted run would use.
-
-The weights reach the loader (and its workers) through ``set_sample_weights`` of the
+:class:`~ltcl_lightning.modules.momentum.MomentumLoss` (spec boosted_cl.md a, b, h); this callback
+finds that module by type and calls ``update(index, per_sample_loss, epoch)`` every step,
+``end_epoch`` at every epoch end and ``start_epoch`` (idempotent) at the start of training and of
+every epoch, so that a resume from any checkpoint augments with the weights an uninterrupted
+run uses; the weights reach the loader and its workers through ``set_sample_weights`` of the
 datamodule or the training dataset (``ltcl_lightning.data.boosted``).
 """
 
@@ -64,7 +59,7 @@ class MomentumWeightUpdate(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # a resume skips on_train_epoch_start (mid-epoch, and at a last-batch checkpoint)
-        self.publish(trainer, self.momentum(pl_module).start_epoch(trainer.current_epoch))
+        self.on_train_epoch_start(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.publish(trainer, self.momentum(pl_module).start_epoch(trainer.current_epoch))

@@ -1,17 +1,12 @@
 """``MaskRepruning``: the per-epoch driver of SDCLR's global magnitude re-pruning (spec sdclr.md (b)).
 
-The masks, the pruning rule and the epoch the masks belong to live in the backbone's
-:class:`~ltcl_lightning.modules.pruning.PrunableNetwork` (persistent buffers); this callback
-finds every such network with a prune ratio by type and calls ``start_epoch(epoch,
-every_n_epochs)`` at the start of training and of every epoch: the masks are recomputed from
-the current dense weights at epochs 0, n, 2n, ... unless the masks in use already belong to the
-due epoch, so a resume from any checkpoint (mid-epoch: the restored masks; at an epoch's last
-batch: the next epoch's masks, from the same weights) trains with the masks of an uninterrupted
-run. It logs ``prune/density``, ``prune/threshold`` and ``prune/density/<layer>``; it holds no
-state.
-
-The SDCLR module adds this callback itself (``configure_callbacks``) unless one is already in
-``trainer.callbacks``; list it there only to change its settings.
+The masks, the rule and the epoch the masks belong to live in the backbone's
+:class:`~ltcl_lightning.modules.pruning.PrunableNetwork`; this callback finds every such network
+with a prune ratio by type and calls its idempotent ``start_epoch(epoch, every_n_epochs)`` at
+the start of training and of every epoch, so a resume from any checkpoint (mid-epoch: the
+restored masks; last batch: the next epoch's, from the same weights) trains with the masks of an
+uninterrupted run. It logs ``prune/density``, ``prune/threshold``, ``prune/density/<layer>`` and
+holds no state. SDCLR adds it itself unless ``trainer.callbacks`` lists one (to change its settings).
 """
 
 from __future__ import annotations

@@ -22,13 +22,9 @@ which the callback checks for. The tracked per-sample loss is the family's
 
 Differences from the official code (MediaBrain-SJTU/BCL ``a2342f8``), all deliberate:
 
-- Momentum state and weights are checkpointed (the official resume restarts the memory).
-- DDP: per-sample losses are gathered from all ranks every step, the sampler's padding is
-  de-duplicated, the weights are identical on every rank and reach every loader worker through
-  shared memory (the official code is single-GPU; spec section h).
-- The update is vectorised; the weights of all-equal losses are 1/2, not NaN; a sample's first
-  update stores its raw loss (the official rule is "epoch 1 stores the raw loss": the same when
-  epoch 1 sees every sample, as it does).
+- Momentum state and weights are checkpointed (the official resume restarts the memory), exact
+  under DDP (the official code is single-GPU) and reach every loader worker through shared
+  memory; the update's own differences are listed in ``modules/momentum.py``.
 - The two views go through one forward (BN over 2B images, as in the reference).
 - Input normalisation is the datamodule's (ImageNet mean/std, as the reference's first layer).
 - The online probe is ours; the published numbers use the offline probe
@@ -74,17 +70,13 @@ class MomentumBoosted:
         self.momentum = MomentumLoss(num_samples, momentum_beta)
         self._sample_target: torch.Tensor | None = None  # the labels of the training set, from the data
 
-    @property
-    def num_samples(self) -> int:
-        return self.momentum.num_samples
-
     def setup(self, stage: str) -> None:
         super().setup(stage)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         train = getattr(dm, "datasets", {}).get("train") if dm is not None else None
-        if train is not None and len(train) != self.num_samples:
+        if train is not None and len(train) != self.momentum.num_samples:
             raise ValueError(
-                f"{type(self).__name__} was built for {self.num_samples} training samples but the datamodule's "
+                f"{type(self).__name__} was built for {self.momentum.num_samples} training samples but the datamodule's "
                 f"training set has {len(train)}; leave num_samples unset so that it follows class_counts."
             )
         if train is not None and hasattr(train, "targets"):

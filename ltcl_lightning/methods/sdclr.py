@@ -4,8 +4,8 @@ arXiv 2106.02990). Spec: ``shared/specs/sdclr.md``; reference ``VITA-Group/SDCLR
 SimCLR where view 1 goes through the dense network and view 2 through a pruned copy of the
 same network (the "self-competitor"): every convolution weight is multiplied by a binary mask
 from global magnitude pruning (90 % on CIFAR, 30 % on ImageNet-100), recomputed from scratch
-at the start of every epoch (:class:`~ltcl_lightning.callbacks.pruning.MaskRepruning`, which
-this module adds itself). Each branch has its own batch-norm layers, in the backbone and in the
+at the start of every epoch by the backbone's :class:`~ltcl_lightning.modules.pruning.PrunableNetwork`
+(which holds the masks and the rule; driven by ``MaskRepruning``, which this module adds). Each branch has its own batch-norm layers, in the backbone and in the
 projection head; all weights are shared. Loss: NT-Xent over the 2B projections
 ``{dense(v1), pruned(v2)}``.
 
@@ -79,14 +79,6 @@ class SDCLR(SimCLR):
         hp = self.hparams  # saved by the base before it builds the backbone
         return PrunableNetwork(build_backbone(name), hp.prune_ratio, hp.random_prune_ratio, hp.prune_seed)
 
-    @property
-    def prune_ratio(self) -> float:
-        return self.backbone.ratio
-
-    @property
-    def mask_epoch(self) -> torch.Tensor:
-        return self.backbone.mask_epoch
-
     # ----- the two branches ------------------------------------------------------------------
     def project(self, h: torch.Tensor, pruned: bool = False) -> torch.Tensor:
         return F.normalize(self.projector(h, pruned=pruned), dim=1)
@@ -97,15 +89,9 @@ class SDCLR(SimCLR):
         h2 = self.backbone(views[1], pruned=True)
         return self.project(h1), self.project(h2, pruned=True), h1
 
-    # ----- masks: owned by the backbone (modules/pruning.py), re-pruned by MaskRepruning --------
-    def recompute_masks(self, epoch: int) -> dict[str, float]:
-        return self.backbone.recompute_masks(epoch)
-
-    def mask_densities(self) -> dict[str, float]:
-        return self.backbone.mask_densities()
-
+    # ----- masks: owned by the backbone (PrunableNetwork), re-pruned by MaskRepruning ---------
     def report_state(self) -> dict[str, Any]:
-        return {"mask_density": PerLayerState(self.mask_densities())}
+        return {"mask_density": PerLayerState(self.backbone.mask_densities())}
 
     def configure_callbacks(self):
         """Adds :class:`MaskRepruning` (every epoch) unless the trainer already has one, so the

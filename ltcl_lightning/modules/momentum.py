@@ -10,11 +10,10 @@ Specification: ``shared/specs/boosted_cl.md`` sections a, b, h. Per training sam
   epoch's views are augmented with ``w``.
 
 State (persistent buffers, sizes known at ``__init__``, identical on every rank): ``loss`` (N,
-float32, m), ``last_epoch`` (N, int64: the epoch of each sample's last update, -1 = never),
-``weight`` (N, float32: the weights in use, 0 before the first epoch end) and ``weight_epoch``
-(the epoch whose end produced ``weight``, -1 = none). :meth:`start_epoch` brings ``weight`` up to
-date for any epoch, so a resume from a checkpoint written before an epoch's end hooks ran
-(Lightning's last-batch checkpoints) trains with the right weights.
+float32: m), ``last_epoch`` (N: each sample's last update, -1 = never), ``weight`` (N, float32:
+the weights in use, 0 before the first epoch end) and ``weight_epoch`` (the epoch whose end
+produced them, -1 = none), so that :meth:`start_epoch` can make up for an epoch end that a
+resume skipped (Lightning's checkpoints written at an epoch's last batch).
 
 Differences from the official code, all deliberate:
 
@@ -55,11 +54,7 @@ def momentum_weights(memory: torch.Tensor) -> torch.Tensor:
 
 class MomentumLoss(nn.Module):
     def __init__(self, num_samples: int, beta: float = 0.97):
-        """
-        Args:
-            num_samples: N, the training-set size (sample indices are 0 .. N-1).
-            beta: EMA factor of the momentum loss (official 0.97).
-        """
+        """``num_samples``: N, the training-set size (indices 0 .. N-1); ``beta``: the EMA factor."""
         super().__init__()
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -74,10 +69,9 @@ class MomentumLoss(nn.Module):
 
     @torch.no_grad()
     def update(self, index: torch.Tensor, loss: torch.Tensor, epoch: int, gather: bool = True) -> torch.Tensor:
-        """EMA step for the samples ``index`` (B,) with per-sample losses ``loss`` (B,) of ``epoch``,
-        gathered from all ranks first. A sample already updated in ``epoch`` is skipped, and among
-        repeated indices only the first occurrence counts. Returns the (N,) mask of the samples
-        updated. No host sync (scatter-based first occurrence)."""
+        """EMA step for samples ``index`` (B,) with losses ``loss`` (B,), gathered from all ranks first;
+        once per sample per ``epoch``, the first of repeated indices counting. Returns the (N,) mask
+        of the samples updated. No host sync (scatter-based first occurrence)."""
         index, loss = index.reshape(-1), loss.detach().reshape(-1)
         if index.numel() != loss.numel():
             raise ValueError(f"{index.numel()} indices for {loss.numel()} per-sample losses")
@@ -88,11 +82,8 @@ class MomentumLoss(nn.Module):
         index = index.to(self.loss.device, torch.long)
         loss = loss.to(self.loss.device, self.loss.dtype)
         n, m = self.num_samples, index.numel()
-        torch._assert_async(
-            ((index >= 0) & (index < n)).all(),
-            f"a sample index is outside the momentum buffer of {n} samples: the model was built for a "
-            "smaller training set than the data provides",
-        )
+        msg = f"a sample index is outside the momentum buffer of {n} samples: the model was built for a smaller training set"
+        torch._assert_async(((index >= 0) & (index < n)).all(), msg)
         position = torch.arange(m, device=index.device)
         first = torch.full((n,), m, device=index.device).scatter_reduce_(0, index, position, "amin")
         seen = first < m  # (N,) samples in this (gathered) batch; their first occurrence's loss
@@ -119,6 +110,3 @@ class MomentumLoss(nn.Module):
         self.weight.copy_(torch.where(stale, momentum_weights(self.loss), self.weight))
         self.weight_epoch.copy_(torch.where(stale, epoch - 1, self.weight_epoch))
         return self.weight
-
-    def extra_repr(self) -> str:
-        return f"num_samples={self.num_samples}, beta={self.beta}"

@@ -155,20 +155,15 @@ class PrunableNetwork(nn.Module):
     """
 
     def __init__(self, net: nn.Module, ratio: float | None = None, random_ratio: float = 0.0, seed: int = 0):
-        """
-        Args:
-            ratio: fraction of the convolution weights pruned by :meth:`recompute_masks`
-                (``None``: the masks are not this network's to recompute, e.g. a head).
-            random_ratio: part of ``ratio`` pruned at random (reference ``random_prune_percent``).
-            seed: seed of the random part, combined with the epoch (same on every rank).
-        """
+        """``ratio``: fraction of the convolution weights :meth:`recompute_masks` prunes (``None``:
+        not this network's to re-prune, e.g. a head); ``random_ratio``: the part of it pruned at
+        random (reference ``random_prune_percent``), from ``seed`` and the epoch (same on every rank)."""
         super().__init__()
         if ratio is not None:
             _check_ratio("prune_ratio", ratio)
             if not 0.0 <= random_ratio <= ratio:
                 raise ValueError(f"random_prune_ratio must be in [0, prune_ratio={ratio}], got {random_ratio}")
-            # epoch whose start produced the current masks (-1: never); in the checkpoint, so that a
-            # resume never recomputes the masks of an epoch that already has them
+            # epoch whose start produced the current masks (-1: never), checkpointed
             self.register_buffer("mask_epoch", torch.tensor(-1, dtype=torch.long))
         self.ratio, self.random_ratio, self.seed = ratio, random_ratio, seed
         self.net = convert_to_prunable(net)
@@ -194,8 +189,6 @@ class PrunableNetwork(nn.Module):
         Every rank computes the same mask (identical weights, identically seeded random part);
         the masks are then broadcast from rank 0 so that they agree whatever the DDP settings.
         """
-        if self.ratio is None:
-            raise ValueError("this PrunableNetwork has no prune ratio: build it with ratio= to recompute its masks")
         generator = None
         if self.random_ratio > 0:
             generator = torch.Generator(device=self.mask_epoch.device)

@@ -75,7 +75,7 @@ def _worker(rank, world, port, out_dir):
             if rank == 1 and rr > 0:
                 for c in masked_convs(m).values():
                     c.weight.mul_(torch.rand_like(c.weight))
-        m.recompute_masks(epoch=3)
+        m.backbone.recompute_masks(epoch=3)
         res[f"masks_equal_{rr}"] = _all_equal_across_ranks(_flat_masks(m))
         res[f"masks_{rr}"] = _flat_masks(m)
     # the random draw alone, without broadcast, is already identical across ranks
@@ -88,7 +88,7 @@ def _worker(rank, world, port, out_dir):
     sl = slice(rank * B, (rank + 1) * B)
     for mode in ("train", "eval"):
         m = _model()
-        m.recompute_masks(0)
+        m.backbone.recompute_masks(0)
         m.probe.requires_grad_(False)  # the probe is trained in training_step, not in training_loss
         m.train(mode == "train")
         ddp = DDP(_Step(m), find_unused_parameters=False)
@@ -109,7 +109,7 @@ def _reference(mode: str):
     """Single process on the concatenated batch. Train mode: BN statistics per shard (what DDP
     without SyncBatchNorm computes; SyncBatchNorm needs a GPU); eval mode: the whole batch."""
     m = _model()
-    m.recompute_masks(0)
+    m.backbone.recompute_masks(0)
     m.train(mode == "train")
     x1, x2, t = _batch()
     if mode == "eval":
@@ -137,7 +137,7 @@ def test_sdclr_masks_loss_and_gradients_match_single_process(ddp_results):
         assert r[k]["masks_after_ddp_train"] and r[k]["masks_after_ddp_eval"]
     # magnitude masks equal the single-process ones
     single = _model()
-    single.recompute_masks(3)
+    single.backbone.recompute_masks(3)
     assert torch.equal(r[0]["masks_0.0"], _flat_masks(single))
     # the random part removed about 20 % more of the weights
     assert 0.3 < r[0]["masks_0.2"].double().mean() < 0.5 and not torch.equal(r[0]["masks_0.2"], r[0]["masks_0.0"])
@@ -177,7 +177,7 @@ class _MaskCheck(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         flat = _flat_masks(pl_module)
-        self.records.append((trainer.global_step, int(pl_module.mask_epoch), _all_equal_across_ranks(flat), int(flat.sum())))
+        self.records.append((trainer.global_step, int(pl_module.backbone.mask_epoch), _all_equal_across_ranks(flat), int(flat.sum())))
 
 
 def _lightning_run(rank: int, world: int, out_dir: str) -> list:

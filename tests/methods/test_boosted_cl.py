@@ -99,7 +99,7 @@ def test_per_sample_loss_is_the_tracked_nt_xent():
 def test_bcl_d_tracks_the_dense_view1_vs_pruned_view2_loss():
     torch.manual_seed(0)
     model = BoostedSDCLR(num_classes=10, backbone="tiny", class_counts=COUNTS, proj_hidden_dim=32, proj_dim=16)
-    model.recompute_masks(0)
+    model.backbone.recompute_masks(0)
     views = [torch.rand(6, 3, 32, 32), torch.rand(6, 3, 32, 32)]
     out = model.training_loss(torch.arange(6), views, torch.zeros(6, dtype=torch.long))
     z1 = F.normalize(model.projector(model.backbone(views[0])), dim=1)

@@ -29,7 +29,7 @@ def _model(ratio=0.5, seed=0, dtype=torch.float64, **kw) -> SDCLR:
     torch.manual_seed(seed)
     m = SDCLR(num_classes=3, backbone="tiny", class_counts=[6, 3, 1], prune_ratio=ratio,
               proj_hidden_dim=16, proj_dim=8, **kw).to(dtype)
-    m.recompute_masks(0)
+    m.backbone.recompute_masks(0)
     return m
 
 
@@ -170,7 +170,7 @@ def test_evaluation_uses_dense_branch_with_dense_bn():
 
 def test_report_state_and_recompute_bookkeeping():
     m = _model(ratio=0.9)
-    assert int(m.mask_epoch) == 0
+    assert int(m.backbone.mask_epoch) == 0
     state = m.report_state()["mask_density"].values
     convs = {n: c for n, c in m.backbone.net.named_modules() if isinstance(c, MaskedConv2d)}
     assert set(state) == set(convs) | {"overall"}
@@ -293,7 +293,7 @@ def uninterrupted(tmp_path_factory):
 def test_callback_added_once_and_masks_change_every_epoch(uninterrupted):
     model, trainer, rec, _ = uninterrupted
     assert sum(isinstance(c, MaskRepruning) for c in trainer.callbacks) == 1
-    assert trainer.global_step == 9 and int(model.mask_epoch) == 2
+    assert trainer.global_step == 9 and int(model.backbone.mask_epoch) == 2
     # masks are fixed within an epoch and recomputed at each epoch start
     keys = [k for k in rec.states[1] if "prune_mask" in k]
     for a, b in ((1, 2), (2, 3), (4, 5), (7, 9)):
@@ -332,7 +332,7 @@ def test_mid_epoch_recompute_would_give_a_different_mask(uninterrupted):
     model = copy.deepcopy(model)
     ck = torch.load(next((root / "steps").glob("*step=4.ckpt")), weights_only=True)
     model.load_state_dict(ck["state_dict"])
-    model.recompute_masks(1)
+    model.backbone.recompute_masks(1)
     keys = [k for k in rec.states[4] if "prune_mask" in k]
     sd = model.state_dict()
     assert not all(torch.equal(sd[k], rec.states[4][k]) for k in keys)
@@ -343,7 +343,7 @@ def test_checkpoint_backbone_is_dense_for_the_linear_probe(uninterrupted):
     model, _, _, root = uninterrupted
     ck = sorted((root / "epochs").glob("*step=9.ckpt"))[0]
     loaded = SDCLR.load_from_checkpoint(ck, map_location="cpu", weights_only=True).eval()
-    assert loaded.prune_ratio == 0.7 and int(loaded.mask_epoch) == 2
+    assert loaded.backbone.ratio == 0.7 and int(loaded.backbone.mask_epoch) == 2
     x = torch.randn(4, 3, 8, 8)
     plain = copy.deepcopy(model).eval().backbone.to_dense()
     torch.testing.assert_close(loaded.backbone(x), plain(x), rtol=0, atol=1e-6)
@@ -356,8 +356,8 @@ def _one_step(run_recipe, rel: str) -> SDCLR:
     cli = run_recipe(rel)  # the run that tests/test_cli.py checks too: every recipe runs once
     model = cli.model
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
-    assert isinstance(model, SDCLR) and int(model.mask_epoch) == 0
-    assert mask_densities(model.backbone)["overall"] < 1 - model.prune_ratio + 0.01
+    assert isinstance(model, SDCLR) and int(model.backbone.mask_epoch) == 0
+    assert mask_densities(model.backbone)["overall"] < 1 - model.backbone.ratio + 0.01
     assert sum(isinstance(c, MaskRepruning) for c in cli.trainer.callbacks) == 1
     return model
 
@@ -365,12 +365,12 @@ def _one_step(run_recipe, rel: str) -> SDCLR:
 @pytest.mark.parametrize("name", ["cifar10_lt", "cifar100_lt"])
 def test_cifar_config_runs_one_step(name, run_recipe):
     model = _one_step(run_recipe, f"experiments/{name}/sdclr.yaml")
-    assert model.prune_ratio == 0.9 and model.temperature == 0.2 and model.hparams.head_layers == 3
+    assert model.backbone.ratio == 0.9 and model.temperature == 0.2 and model.hparams.head_layers == 3
 
 
 def test_imagenet100_config_runs_one_step(run_recipe):
     model = _one_step(run_recipe, "experiments/imagenet100_lt/sdclr.yaml")
-    assert model.prune_ratio == 0.3 and model.temperature == 0.3
+    assert model.backbone.ratio == 0.3 and model.temperature == 0.3
 
 
 def test_v010_checkpoint_with_the_method_level_mask_epoch_loads(uninterrupted, tmp_path):
@@ -380,4 +380,4 @@ def test_v010_checkpoint_with_the_method_level_mask_epoch_loads(uninterrupted, t
     ck["state_dict"]["mask_epoch"] = ck["state_dict"].pop("backbone.mask_epoch")
     torch.save(ck, tmp_path / "old.ckpt")
     loaded = SDCLR.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu", weights_only=True)
-    assert int(loaded.mask_epoch) == 2 and loaded.backbone.start_epoch(2) is None  # epoch 2's masks, kept
+    assert int(loaded.backbone.mask_epoch) == 2 and loaded.backbone.start_epoch(2) is None  # epoch 2's masks, kept

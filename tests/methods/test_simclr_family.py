@@ -28,8 +28,8 @@ def test_overriding_the_hook_changes_only_the_loss(family):
     variant = type("Doubled" + family.__name__, (DoubledLoss, family), {})(**kw)
     variant.load_state_dict(base.state_dict())
     if isinstance(base, SDCLR):
-        base.recompute_masks(0)
-        variant.recompute_masks(0)
+        base.backbone.recompute_masks(0)
+        variant.backbone.recompute_masks(0)
     views = [torch.rand(4, 3, 8, 8), torch.rand(4, 3, 8, 8)]
     batch = (torch.arange(4), views, torch.tensor([0, 1, 2, 0]))
     out, out_v = base.training_loss(*batch), variant.training_loss(*batch)

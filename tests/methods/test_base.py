@@ -61,8 +61,11 @@ def test_best_epoch_record_is_named_and_old_positional_buffer_loads(tmp_path):
         [b["epoch"], b["acc"], b["mean_class_acc"], b["many"], b["medium"], b["few"], b["group_std"]], dtype=torch.float64)}
     del old["best_val"]
     torch.save(old, tmp_path / "old.ckpt")
-    resumed = CrossEntropy.load_from_checkpoint(tmp_path / "old.ckpt")
-    assert resumed.best_val == pytest.approx(model.best_val)
+    loaded = CrossEntropy.load_from_checkpoint(tmp_path / "old.ckpt")
+    assert loaded.best_val == pytest.approx(model.best_val)
+    resumed = CrossEntropy(10, backbone="tiny")  # and a resume from it (nothing left to train)
+    _trainer(tmp_path, max_epochs=1).fit(resumed, dm, ckpt_path=str(tmp_path / "old.ckpt"))
+    assert resumed.last_eval["val_best"] == pytest.approx(model.best_val)
     old["state_dict"]["best_val"] = torch.zeros(4, dtype=torch.float64)
     torch.save(old, tmp_path / "bad.ckpt")
     with pytest.raises(ValueError, match="best_val buffer has 4 entries; the ltcl_lightning 0.1.0 layout has 7"):

@@ -7,7 +7,8 @@ Specification: ``shared/specs/data_and_eval.md`` section 2.
 
 from __future__ import annotations
 
-from typing import Literal, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 import torch

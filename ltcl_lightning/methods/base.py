@@ -10,7 +10,8 @@ how many views it trains on (``num_views``; the base refuses any other number).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -80,7 +81,7 @@ class LongTailMethod(pl.LightningModule):
         self.optimizer_fn = optimizer
         self.lr_schedule = lr_schedule if lr_schedule is not None else WarmupCosine()
         self.backbone = self.build_backbone(backbone)
-        self.feat_dim: int = self.backbone.out_dim
+        self.feat_dim: int = self.backbone.out_dim  # type: ignore[assignment]  # an int: build_backbone checks it
         counts = self._check_counts(class_counts) if class_counts is not None else torch.zeros(num_classes, dtype=torch.long)
         self.register_buffer("class_counts", counts)
         # Many / Medium / Few id of every class, derived from class_counts whenever they change

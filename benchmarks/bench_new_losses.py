@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ltcl_lightning.losses.contrastive import nt_xent_loss, supcon_loss
 from ltcl_lightning.losses.hard_negative import debiased_nt_xent_loss, hard_negative_nt_xent_loss
+from ltcl_lightning.losses.kcl import kcl_loss
 from ltcl_lightning.losses.paco import paco_loss
 from ltcl_lightning.losses.queue import queue_supcon_loss
 
@@ -41,6 +42,10 @@ def cases(b: int, p: int, c: int, k: int, device: torch.device) -> dict[str, tup
     centre = torch.randn(2 * b, c, generator=g).to(device).requires_grad_()
     log_prior = torch.log(torch.rand(c, generator=g) + 0.1).to(device)
 
+    scores = torch.rand(b, k, generator=g).to(device)
+    targets = F.normalize(torch.randn(c, p, generator=g), dim=1).to(device)
+    target_pos = F.one_hot(labels, c).bool()
+
     def z():
         return F.normalize(x1, dim=1), F.normalize(x2, dim=1)
 
@@ -52,6 +57,9 @@ def cases(b: int, p: int, c: int, k: int, device: torch.device) -> dict[str, tup
         f"queue SupCon (K {k})": ("sup", lambda: queue_supcon_loss(z()[0], z()[1].detach(), labels, queue, queue_labels, 0.1)),
         f"PaCo (K {k})": ("sup", lambda: paco_loss(z()[0], z()[1], labels, centre[:b], queue, queue_labels, 0.1, 0.05,
                                                    log_prior=log_prior)),
+        f"KCL (K {k}, k 6)": ("sup", lambda: sum(kcl_loss(z()[0], z()[1], labels, queue, queue_labels, 0.07, 6, scores))),
+        f"TSC (K {k}, k 6)": ("sup", lambda: sum(kcl_loss(z()[0], z()[1], labels, queue, queue_labels, 0.07, 6, scores,
+                                                           targets, target_pos, 0.2))),
         f"GPaCo (K {k})": ("sup", lambda: paco_loss(*z(), labels, centre, queue, queue_labels, 0.1, 0.05,
                                                     log_prior=log_prior, anchors="both")),
     }

@@ -24,6 +24,7 @@ from ltcl_lightning.data.boosted import BoostedDataModuleMixin, _boosted_init
 from ltcl_lightning.data.digits import DigitsLTDataModule
 from ltcl_lightning.methods import CrossEntropy, SDCLR, BalancedCL, BoostedCL, ProCo, SimCLR, SupCon
 from ltcl_lightning.methods.hard_negative import DebiasedSimCLR, HardNegativeSimCLR
+from ltcl_lightning.methods.kcl import KCL, TSC
 from ltcl_lightning.methods.paco import GPaCo, PaCo
 from ltcl_lightning.optim.schedules import WarmupCosine
 
@@ -70,6 +71,10 @@ def runs(n_train: int):
         "DCL (SimCLR)": (lambda: DebiasedSimCLR(10, optimizer=sgd(0.3), tau_plus=0.1, **ssl), DigitsLTDataModule),
         "PaCo": (lambda: PaCo(10, optimizer=sgd(0.1), proj_dim=32, queue_size=256, temperature=0.1, alpha=0.05, **sup),
                  lambda: DigitsLTDataModule(train_views=["crop_flip", "digits"])),
+        "KCL": (lambda: KCL(10, optimizer=sgd(0.3), proj_dim=64, queue_size=256, temperature=0.1, **sup),
+                DigitsLTDataModule),
+        "TSC": (lambda: TSC(10, optimizer=sgd(0.3), proj_dim=64, queue_size=256, temperature=0.1, target_steps=1000, **sup),
+                DigitsLTDataModule),
         "GPaCo": (lambda: GPaCo(10, optimizer=sgd(0.1), proj_dim=32, queue_size=256, temperature=0.1, alpha=0.05, **sup),
                   lambda: DigitsLTDataModule(train_views=["crop_flip", "digits"])),
     }

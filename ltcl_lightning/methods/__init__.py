@@ -11,6 +11,7 @@ from ltcl_lightning.methods.hard_negative import (
     HardNegativeSDCLR,
     HardNegativeSimCLR,
 )
+from ltcl_lightning.methods.kcl import KCL, TSC
 from ltcl_lightning.methods.linear_probe import LinearProbe
 from ltcl_lightning.methods.paco import GPaCo, PaCo
 from ltcl_lightning.methods.proco import ProCo
@@ -23,5 +24,5 @@ __all__ = [
     "LongTailMethod", "TwoBranchMethod", "SimCLR", "SupCon", "CrossEntropy", "SDCLR",
     "BoostedCL", "BoostedSDCLR", "BalancedCL", "ProCo", "LinearProbe",
     "HardNegativeSimCLR", "DebiasedSimCLR", "HardNegativeSDCLR", "HardNegativeBoostedCL", "HardNegativeBoostedSDCLR",
-    "PaCo", "GPaCo",
+    "PaCo", "GPaCo", "KCL", "TSC",
 ]

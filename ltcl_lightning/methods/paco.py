@@ -51,6 +51,7 @@ class _ParametricContrastive(LongTailMethod):
     """Shared by PaCo and GPaCo: classifier (the centres), projector, queue, loss weights."""
 
     uses_online_probe = False
+    num_views = 2  # query view, key view (the base refuses other counts)
     anchors: Literal["query", "both"] = "query"
 
     def __init__(
@@ -109,11 +110,6 @@ class _ParametricContrastive(LongTailMethod):
         raise NotImplementedError
 
     def training_loss(self, index, views, target):
-        if len(views) != 2:
-            raise ValueError(
-                f"{type(self).__name__} needs 2 views per image (query, key), got {len(views)}: set train_views to "
-                "two entries, e.g. [autoaugment_cutout, simclr] (CIFAR) or [randaugment, simclr] (ImageNet-LT)."
-            )
         q, k, centre_logits, h = self.encode(views)
         queue_keys, queue_labels = self.queue.contents()
         per_sample = paco_loss(

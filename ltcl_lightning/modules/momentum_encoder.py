@@ -112,10 +112,11 @@ class FeatureQueue(nn.Module):
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))  # valid entries
 
     def contents(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The valid keys (n, dim) and labels (n,), detached (slot order; order is immaterial to
-        the losses)."""
+        """Copies of the valid keys (n, dim) and labels (n,), detached (slot order; order is
+        immaterial to the losses). Copies, as MoCo's ``queue.clone().detach()``: the loss saves
+        them for the backward, which runs after this step's :meth:`enqueue` wrote the buffer."""
         n = int(self.filled)
-        return self.keys[:n].detach(), self.labels[:n].detach()
+        return self.keys[:n].detach().clone(), self.labels[:n].detach().clone()
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor, labels: torch.Tensor | None = None, gather: bool = True) -> None:

@@ -74,7 +74,7 @@ def test_refuses_wrong_view_count_and_weights():
     model = PaCo(4, **SMALL)
     index, views, target = _batch()
     with pytest.raises(ValueError, match="2 views"):
-        model.training_loss(index, views[:1], target)
+        model.training_step((index, views[:1], target), 0)
     with pytest.raises(ValueError, match="alpha"):
         PaCo(4, alpha=0.0, beta=0.0, **SMALL)
 

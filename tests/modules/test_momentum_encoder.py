@@ -159,3 +159,15 @@ def test_queue_supcon_matches_float64_loop_and_gradcheck():
     # keys carry no gradient
     kk = k.clone().requires_grad_()
     assert not queue_supcon_loss(q, kk, labels, queue, qlabels, 0.3).requires_grad
+
+
+def test_contents_survive_an_enqueue_before_the_backward():
+    """The step's order: loss on the queue contents, enqueue, then backward (Lightning)."""
+    q = FeatureQueue(4, 3)
+    q.enqueue(torch.randn(2, 3))
+    x = torch.randn(2, 3, requires_grad=True)
+    keys, _ = q.contents()
+    loss = (x @ keys.T).sum()
+    q.enqueue(torch.randn(3, 3))
+    loss.backward()  # would fail if contents() were views of the buffer
+    assert x.grad is not None

@@ -135,11 +135,12 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> LTCLCLI:
     )
 
 
-def main(argv: list[str] | None = None):
-    """``ltcl``: see :mod:`ltcl_lightning.commands` (the console script's entry point)."""
+def main(argv: list[str] | None = None) -> None:
+    """``ltcl`` (older installs' console script): :func:`ltcl_lightning.commands.main`, whose
+    return value is dropped (a console script's return value becomes its exit status)."""
     from ltcl_lightning.commands import main as dispatch
 
-    return dispatch(argv)
+    dispatch(argv)
 
 
 if __name__ == "__main__":

@@ -61,3 +61,9 @@ def main(argv: list[str] | None = None):
     # from the console script LightningCLI reads sys.argv itself: passing it as `args` as well
     # triggers its "args parameter ... not recommended" warning on every command
     return cli_main(None if from_sys else argv)
+
+
+def entry() -> None:
+    """The console script: runs :func:`main` on ``sys.argv`` (a return value would become the
+    exit status, so none is returned)."""
+    main()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,11 +274,90 @@ def save_png(fig, path: Path) -> Path:
     return path
 
 
+# ----- tables over seeds -------------------------------------------------------------------------
+#: the per-run numbers that LongTailMethod runs write (ltcl_lightning.callbacks.metadata.RunConfig)
+SUMMARY_FILE = "summary.json"
+TABLE_KEYS = ("acc", "many", "medium", "few")
+TABLE_LABELS = ("Overall", "Many", "Medium", "Few")
+
+
+def find_summaries(paths: Sequence[Path]) -> list[tuple[Path, dict]]:
+    """Every run's ``summary.json`` under the given folders (or the files themselves), in order."""
+    out = []
+    for p in map(Path, paths):
+        files = [p] if p.is_file() and p.name == SUMMARY_FILE else sorted(p.rglob(SUMMARY_FILE)) if p.is_dir() else []
+        for f in files:
+            try:
+                out.append((f, json.loads(f.read_text())))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{f} is not valid JSON ({err}); it should be written by `ltcl fit`") from None
+    return out
+
+
+def aggregate_runs(summaries: Sequence[tuple[Path, dict]]) -> list[dict]:
+    """One row per (method, dataset): n runs, seeds, and mean / std (sample std, ddof 1; 0 for
+    one run) of Overall / Many / Medium / Few at the last and the best validation epoch, and on
+    the test set where every run has it."""
+    groups: dict[tuple, list[dict]] = {}
+    for _, s in summaries:
+        groups.setdefault((s.get("method"), s.get("dataset")), []).append(s)
+    rows = []
+    for (method, dataset), runs in groups.items():
+        row = {"method": method, "dataset": dataset, "n": len(runs), "seeds": [r.get("seed") for r in runs],
+               "selected_on": sorted({str(r.get("selected_on", "unknown")) for r in runs})}
+        parts = {"last": [(r.get("val") or {}).get("last") for r in runs], "best": [(r.get("val") or {}).get("best") for r in runs],
+                 "test": [r.get("test") for r in runs]}
+        for part, values in parts.items():
+            if any(v is None for v in values):
+                continue
+            for k in TABLE_KEYS:
+                x = np.array([100 * float(v[k]) for v in values])
+                row[f"{part}/{k}"] = (float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0)
+        rows.append(row)
+    return rows
+
+
+def _parts(rows: Sequence[dict]) -> list[tuple[str, str]]:
+    on_test = any("test" in r["selected_on"] for r in rows)
+    best = "best epoch, selected on the TEST set" if on_test else "best epoch (selected on validation)"
+    out = [("last", "last epoch"), ("best", best), ("test", "test set")]
+    return [(p, label) for p, label in out if any(f"{p}/acc" in r for r in rows)]
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    """Mean ± std over seeds (%), one row per method."""
+    parts = _parts(rows)
+    head = ["method", "dataset", "runs"] + [f"{p} {lab}" for p, _ in parts for lab in TABLE_LABELS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r["method"]), str(r["dataset"]), str(r["n"])]
+        for p, _ in parts:
+            cells += [f"{r[f'{p}/{k}'][0]:.2f} ± {r[f'{p}/{k}'][1]:.2f}" if f"{p}/{k}" in r else "–" for k in TABLE_KEYS]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "; ".join(f"{p}: {label}" for p, label in parts) + "; mean ± std over runs (sample std), %."]
+    return "\n".join(lines)
+
+
+def latex_table(rows: Sequence[dict]) -> str:
+    parts = _parts(rows)
+    cols = "l" + "c" * (1 + 4 * len(parts))
+    lines = [f"\\begin{{tabular}}{{{cols}}}", "\\toprule",
+             "& & " + " & ".join(f"\\multicolumn{{4}}{{c}}{{{label}}}" for _, label in parts) + " \\\\",
+             "Method & Runs & " + " & ".join(lab for _ in parts for lab in TABLE_LABELS) + " \\\\", "\\midrule"]
+    for r in rows:
+        cells = [str(r["method"]).replace("_", "\\_"), str(r["n"])]
+        for p, _ in parts:
+            cells += [f"${r[f'{p}/{k}'][0]:.2f} \\pm {r[f'{p}/{k}'][1]:.2f}$" if f"{p}/{k}" in r else "--" for k in TABLE_KEYS]
+        lines.append(" & ".join(cells) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines)
+
+
 def write_report(run_dirs: Sequence[Path], out: Path | None = None, split: str = "auto", epoch: int | None = None,
                  names: Sequence[str] | None = None) -> list[Path]:
-    """Write the figures for one run (or two, compared) and return their paths."""
-    if not 1 <= len(run_dirs) <= 2:
-        raise ValueError(f"give one run folder, or two to compare; got {len(run_dirs)}")
+    """Write the figures for any number of runs (two: also compared side by side) and return their paths."""
+    if not run_dirs:
+        raise ValueError("give at least one run folder")
     if names is not None and len(names) != len(run_dirs):
         raise ValueError(f"--names needs one name per run ({len(run_dirs)}), got {len(names)}")
     runs = []
@@ -288,8 +368,9 @@ def write_report(run_dirs: Sequence[Path], out: Path | None = None, split: str =
     split_name = find_per_class_csv(Path(run_dirs[0]), split).stem.removeprefix("per_class_")
     out = Path(out) if out is not None else (Path(run_dirs[0]) if Path(run_dirs[0]).is_dir() else Path(run_dirs[0]).parent) / "report"
     written = [save_png(per_class_figure(runs[0]), out / f"per_class_{split_name}.png")]
+    for i, pc in enumerate(runs[1:], 2):
+        written.append(save_png(per_class_figure(pc), out / f"per_class_{split_name}_{i}.png"))
     if len(runs) == 2:
-        written.append(save_png(per_class_figure(runs[1]), out / f"per_class_{split_name}_2.png"))
         written.append(save_png(compare_figure(runs[0], runs[1]), out / f"compare_{split_name}.png"))
     written.append(save_png(groups_figure(runs), out / f"groups_{split_name}.png"))
     return written
@@ -298,18 +379,35 @@ def write_report(run_dirs: Sequence[Path], out: Path | None = None, split: str =
 def main(argv: list[str] | None = None) -> list[Path]:
     p = argparse.ArgumentParser(
         prog="ltcl report",
-        description="PNG figures of a finished run's per-class accuracy (from the per_class_<split>.csv "
-        "that the LongTailReport callback writes); with two runs, a side-by-side comparison.",
+        description="For any number of runs: the mean +- std table over seeds per method (Overall / Many / Medium / "
+        "Few at the last and the best epoch, from each run's summary.json) as Markdown and LaTeX, and PNG figures "
+        "of per-class accuracy (from the per_class_<split>.csv that the LongTailReport callback writes); with two "
+        "runs also a side-by-side comparison.",
     )
-    p.add_argument("runs", nargs="+", type=Path, help="run folder(s) (searched recursively) or per-class CSV file(s); one or two")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/report)")
+    p.add_argument("runs", nargs="+", type=Path, help="run folder(s) (searched recursively) or per-class CSV file(s)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/report of the first run)")
     p.add_argument("--split", choices=["auto", "val", "test"], default="auto", help="auto: test if present, else val")
     p.add_argument("--epoch", type=int, default=None, help="evaluation epoch to plot (default: the last)")
     p.add_argument("--names", nargs="+", default=None, help="labels for the runs (default: folder names)")
     args = p.parse_args(argv)
-    if len(args.runs) > 2:
-        p.error(f"give one run folder, or two to compare; got {len(args.runs)}")
-    written = write_report(args.runs, args.out, args.split, args.epoch, args.names)
+    first = args.runs[0]
+    out = args.out if args.out is not None else (first if first.is_dir() else first.parent) / "report"
+    written: list[Path] = []
+    summaries = find_summaries(args.runs)
+    if summaries:
+        rows = aggregate_runs(summaries)
+        md, tex = markdown_table(rows), latex_table(rows)
+        print(f"Mean ± std over runs (%), {len(summaries)} runs:\n{md}")
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in (("table.md", md), ("table.tex", tex)):
+            (out / name).write_text(text + "\n")
+            written.append(out / name)
+    try:
+        written += write_report(args.runs, args.out, args.split, args.epoch, args.names)
+    except FileNotFoundError as err:
+        if not summaries:
+            raise
+        print(f"no figures: {err}", file=sys.stderr)
     for w in written:
         print(w)
     return written

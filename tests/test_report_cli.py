@@ -102,3 +102,32 @@ def test_python_dash_m(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "o" / "per_class_val.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_report_over_three_seeded_quickstart_runs_prints_mean_std(tmp_path, capsys):
+    """Done-when of issue 12: `ltcl report` over three seeded quickstart runs prints the table."""
+    import json
+
+    from ltcl_lightning.cli import cli_main
+    from ltcl_lightning.commands import main as ltcl
+
+    repo = Path(__file__).resolve().parents[1]
+    runs = []
+    for seed in (0, 1, 2):
+        cli_main(["fit", "--config", str(repo / "experiments/quickstart.yaml"), f"--seed_everything={seed}",
+                  "--trainer.max_epochs=2", "--trainer.limit_train_batches=2", "--trainer.enable_progress_bar=false",
+                  f"--trainer.default_root_dir={tmp_path / f'seed{seed}'}"])
+        runs.append(tmp_path / f"seed{seed}")
+    capsys.readouterr()
+    written = ltcl(["report", *map(str, runs), "--out", str(tmp_path / "rep")])
+    out = capsys.readouterr().out
+    summaries = [json.loads(next(r.rglob("summary.json")).read_text()) for r in runs]
+    assert [s["seed"] for s in summaries] == [0, 1, 2] and {s["selected_on"] for s in summaries} == {"test"}
+    for part in ("last", "best"):
+        for key in ("acc", "many", "medium", "few"):
+            x = np.array([100 * s["val"][part][key] for s in summaries])
+            assert f"{x.mean():.2f} ± {x.std(ddof=1):.2f}" in out, (part, key)
+    assert "| SimCLR | DigitsLT | 3 |" in out and "selected on the TEST set" in out
+    tex = (tmp_path / "rep" / "table.tex").read_text()
+    assert "\\pm" in tex and "SimCLR & 3 &" in tex
+    assert tmp_path / "rep" / "table.md" in written

@@ -13,7 +13,10 @@ own folder.
   plus ``method`` and ``dataset`` keys;
 - at the end of ``fit`` the best validation epoch's ``epoch``, ``acc``, ``many``, ``medium``,
   ``few``, ``group_std`` go into each logger as ``val_best/<key>`` (W&B: the run summary;
-  TensorBoard: the HParams tab's metrics, next to the config; CSV: a metrics row).
+  TensorBoard: the HParams tab's metrics, next to the config; CSV: a metrics row), and with the
+  last epoch's into ``summary.json`` in the run folder (``ltcl test`` adds ``test``), with
+  ``selected_on``: ``validation`` (a held-out split) or ``test`` (the validation stage evaluates
+  the test images: the paper-style "best on test", labelled so by ``ltcl report``).
 
 :func:`wandb_run_defaults` fills a ``WandbLogger``'s ``name`` / ``group`` / ``tags`` that the
 config leaves empty: name ``<Method>-<dataset>-seed<seed>``, group = the method, tags = the
@@ -22,6 +25,7 @@ dataset and its imbalance (``IF100``, or the split file's name).
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -30,6 +34,8 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 BEST_KEYS = ("epoch", "acc", "many", "medium", "few", "group_std")
+#: per-run numbers for ``ltcl report``: method, dataset, seed, val last/best, test
+SUMMARY_FILE = "summary.json"
 
 
 def _short(class_path: str | None) -> str:
@@ -71,6 +77,23 @@ def wandb_run_defaults(config) -> None:
             init.name = f"{_short(model)}-{dataset_name(data)}-seed{config.get('seed_everything')}"
 
 
+def _numbers(res: dict[str, Any]) -> dict[str, float]:
+    return {k: (int(res[k]) if k == "epoch" else float(res[k])) for k in BEST_KEYS if k in res}
+
+
+def selection(dm) -> str:
+    """What the best epoch was selected on: ``validation`` (a held-out split) or ``test`` (the
+    validation stage evaluates the test images: the paper-style, optimistic "best on test")."""
+    if dm is None:
+        return "unknown"
+    if type(dm).__name__.startswith("Digits"):
+        return "test"  # Digits-LT validates on its balanced test split
+    for attr in ("val_split_file", "val_list", "val_json"):
+        if hasattr(dm, attr) and getattr(dm, attr) is not None:
+            return "validation"
+    return "test" if any(hasattr(dm, a) for a in ("val_split_file", "val_list")) else "unknown"
+
+
 def run_dir(trainer) -> str:
     """The run's own folder: the logger's version folder (W&B: ``<save_dir>/<project>/<id>``)."""
     logger = trainer.logger
@@ -106,10 +129,29 @@ class RunConfig(SaveConfigCallback):
         for logger in trainer.loggers:
             logger.log_hyperparams(self._params)
 
+    def write_summary(self, trainer, pl_module, part: str, numbers: dict[str, Any]) -> None:
+        """Merge ``{part: numbers}`` into the run folder's ``summary.json`` (read by ``ltcl report``)."""
+        path = os.path.join(run_dir(trainer), SUMMARY_FILE)
+        summary = json.loads(open(path).read()) if os.path.exists(path) else {}
+        cfg = self._params or self.effective_config()
+        summary.update({"method": cfg.get("method"), "dataset": cfg.get("dataset"), "seed": cfg.get("seed_everything"),
+                        "selected_on": selection(trainer.datamodule)})
+        summary[part] = numbers
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(summary, f, indent=1)
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        test = getattr(pl_module, "last_eval", {}).get("test")
+        if trainer.is_global_zero and test:
+            self.write_summary(trainer, pl_module, "test", _numbers(test))
+
     def on_fit_end(self, trainer, pl_module) -> None:
         best = getattr(pl_module, "best_val", None)
         if not trainer.is_global_zero or not best or best.get("epoch", -1) < 0:
             return
+        last = getattr(pl_module, "last_eval", {}).get("val")
+        self.write_summary(trainer, pl_module, "val", {"last": _numbers(last) if last else None, "best": _numbers(best)})
         metrics = {f"val_best/{k}": float(best[k]) for k in BEST_KEYS if k in best}
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

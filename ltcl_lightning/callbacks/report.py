@@ -11,7 +11,7 @@ Many / Medium / Few / spread scalars itself, so they are not logged twice), and 
 
 and once per training epoch the method's :meth:`~ltcl_lightning.methods.base.LongTailMethod.report_state`
 (typed records: SDCLR's mask densities per layer, BoostedCL's sample weights against class
-frequency, ProCo's kappa per class), read in ``on_train_epoch_end`` before the callbacks a method
+frequency, ProCo's kappa per class, PaCo's queue filling), read in ``on_train_epoch_end`` before the callbacks a method
 adds itself (``configure_callbacks`` puts them after the Trainer's): the state the epoch trained
 with (this epoch's masks, the weights computed at the end of the previous epoch), and ProCo's
 kappa as of the epoch's end.
@@ -53,6 +53,16 @@ class StateSummary:
     scalars: dict[str, float] = field(default_factory=dict)
     per_class: dict[str, np.ndarray] = field(default_factory=dict)
     histograms: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class ScalarState:
+    """One number, e.g. PaCo's queue filling: ``state/<name>``."""
+
+    value: Any
+
+    def add_to(self, out: StateSummary, name: str, num_classes: int) -> None:
+        out.scalars[f"state/{name}"] = _as_float(self.value, name)
 
 
 @dataclass
@@ -102,7 +112,7 @@ class PerSampleState:
         out.scalars.update({f"state/{name}_mean": float(w.mean()), f"state/{name}_std": float(w.std(unbiased=False))})
 
 
-StateRecord = PerLayerState | PerClassState | PerSampleState
+StateRecord = ScalarState | PerLayerState | PerClassState | PerSampleState
 
 
 def _corr_with_log_count(values: np.ndarray, counts: np.ndarray) -> float:
@@ -333,8 +343,8 @@ class LongTailReport(pl.Callback):
         for key, record in state.items():
             if not isinstance(record, StateRecord):
                 raise TypeError(
-                    f"report_state()['{key}'] is a {type(record).__name__}; return a PerLayerState, PerClassState or "
-                    "PerSampleState record (ltcl_lightning.callbacks.report) for every entry."
+                    f"report_state()['{key}'] is a {type(record).__name__}; return a ScalarState, PerLayerState, "
+                    "PerClassState or PerSampleState record (ltcl_lightning.callbacks.report) for every entry."
                 )
             record.add_to(summary, key, num_classes)
         if counts is not None and counts.sum() > 0:

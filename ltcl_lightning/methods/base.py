@@ -203,7 +203,8 @@ class LongTailMethod(pl.LightningModule):
         """Method-specific state shown once per epoch by the report callback, as typed records
         (``callbacks.report``): ``{'mask_density': PerLayerState({layer: float, 'overall': float})}``
         (SDCLR), ``{'sample_weight': PerSampleState(weights (N,), labels (N,))}`` (BoostedCL),
-        ``{'kappa': PerClassState((C,) tensor)}`` (ProCo). Default: nothing."""
+        ``{'kappa': PerClassState((C,) tensor)}`` (ProCo), ``{'queue_filled': ScalarState(int)}``
+        (PaCo). Default: nothing."""
         return {}
 
     # ----- evaluation ----------------------------------------------------------------------------

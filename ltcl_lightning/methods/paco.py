@@ -41,6 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ltcl_lightning.callbacks.report import ScalarState
 from ltcl_lightning.losses.paco import paco_loss
 from ltcl_lightning.methods.base import LongTailMethod
 from ltcl_lightning.modules.heads import ProjectionHead
@@ -123,7 +124,7 @@ class _ParametricContrastive(LongTailMethod):
         return {"loss": per_sample.mean(), "features": h, "acc": acc}
 
     def report_state(self) -> dict[str, Any]:
-        return {"queue_filled": int(self.queue.filled)}
+        return {"queue_filled": ScalarState(int(self.queue.filled))}
 
 
 class PaCo(_ParametricContrastive):

@@ -14,7 +14,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from ltcl_lightning.callbacks.report import LongTailReport, PerClassState, PerLayerState, PerSampleState
+from ltcl_lightning.callbacks.report import LongTailReport, PerClassState, PerLayerState, PerSampleState, ScalarState
 from ltcl_lightning.data.digits import DigitsLTDataModule
 from ltcl_lightning.longtail import GROUP_NAMES, class_groups
 from ltcl_lightning.methods.ce import CrossEntropy
@@ -38,6 +38,7 @@ class StateCE(CrossEntropy):
             "mask_density": PerLayerState({"layer1": 0.5, "overall": 0.25}),
             "sample_weight": PerSampleState(weight, target),
             "kappa": PerClassState(torch.log(counts)),  # grows with frequency
+            "queue_filled": ScalarState(torch.tensor(7)),
         }
 
 
@@ -140,6 +141,7 @@ def test_report_state_summaries(tmp_path):
     logged = {k: float(v) for row in metrics for k, v in row.items() if k.startswith("state/") and v != ""}
     assert logged["state/mask_density/overall"] == pytest.approx(0.25)
     assert logged["state/mask_density/layer1"] == pytest.approx(0.5)
+    assert logged["state/queue_filled"] == 7.0
     counts = np.asarray(dm.class_counts, dtype=np.float64)
     # per-class mean of weight = 1/count is 1/count; it falls with log count (tail weighted up)
     assert logged["state/sample_weight_class_mean_corr_log_count"] == pytest.approx(np.corrcoef(np.log(counts), 1 / counts)[0, 1], abs=1e-6)
@@ -169,7 +171,7 @@ def test_report_state_refuses_untyped_values(tmp_path):
         def report_state(self):
             return {"kappa": torch.zeros(C)}  # a bare tensor: per class? per sample? say it with a record
 
-    with pytest.raises(TypeError, match=r"report_state\(\)\['kappa'\] is a Tensor; return a PerLayerState, PerClassState"):
+    with pytest.raises(TypeError, match=r"report_state\(\)\['kappa'\] is a Tensor; return a ScalarState, PerLayerState"):
         _fit(tmp_path, [CSVLogger(tmp_path)], epochs=1, model_cls=Untyped)
 
 

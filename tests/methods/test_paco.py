@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from ltcl_lightning.callbacks.report import ScalarState
 from ltcl_lightning.data.digits import DigitsLTDataModule
 from ltcl_lightning.losses.paco import paco_loss
 from ltcl_lightning.methods.paco import GPaCo, PaCo
@@ -116,5 +117,6 @@ def test_resume_continues_with_the_checkpointed_queue_and_key_encoder(tmp_path):
         assert spy2.steps[0][0] == step0 + 1
         assert spy2.steps[0][1] == (int(saved["queue.ptr"]) + 16) % 40  # continues from the saved pointer
         assert int(resumed.queue.filled) == 40
+        assert resumed.report_state()["queue_filled"] == ScalarState(40)  # a record LongTailReport logs
         # the same number of keys went in: the pointer ends where the uninterrupted run's does
         assert int(resumed.queue.ptr) == int(full.queue.ptr)

@@ -20,15 +20,7 @@ The equations and the state (momentum losses, weights; size N = the training set
 which the callback checks for. The tracked per-sample loss is the family's
 :meth:`~ltcl_lightning.methods.simclr.SimCLR.contrastive_loss`.
 
-Differences from the official code (MediaBrain-SJTU/BCL ``a2342f8``), all deliberate:
-
-- Momentum state and weights are checkpointed (the official resume restarts the memory), exact
-  under DDP (the official code is single-GPU) and reach every loader worker through shared
-  memory; the update's own differences are listed in ``modules/momentum.py``.
-- The two views go through one forward (BN over 2B images, as in the reference).
-- Input normalisation is the datamodule's (ImageNet mean/std, as the reference's first layer).
-- The online probe is ours; the published numbers use the offline probe
-  (``python -m ltcl_lightning.probe``).
+Differences from the official code (MediaBrain-SJTU/BCL ``a2342f8``): ``docs/methods/boosted_cl.md``.
 """
 
 from __future__ import annotations

@@ -9,23 +9,7 @@ at the start of every epoch by the backbone's :class:`~ltcl_lightning.modules.pr
 projection head; all weights are shared. Loss: NT-Xent over the 2B projections
 ``{dense(v1), pruned(v2)}``.
 
-Differences from the official code (deliberate):
-
-- One forward per branch and ONE backward. The reference runs the pruned branch twice (a no-grad
-  target pass, then two backward passes); the summed gradient is the same (verified bit-exact
-  in the spec, (d), and in ``tests/methods/test_sdclr.py``), one forward cheaper. Side effect:
-  the pruned BN running statistics are updated once per step, not twice.
-- Masks are registered persistent buffers: they are checkpointed, so a mid-epoch resume goes on
-  with the same mask (the reference recomputes it), and every rank holds rank 0's mask (the
-  reference's random pruning gives different masks per rank).
-- The threshold is found on the device with ``torch.kthvalue`` (reference: host copy + numpy
-  sort); the result is identical.
-- No random numbers are drawn when ``random_prune_ratio == 0`` (the reference advances the
-  global RNG by N draws per re-pruning); the random part uses its own seeded generator.
-- Evaluation (online probe, ``forward``, ``backbone(x)``) uses the dense branch with the dense
-  batch-norm; BoostedCL's in-training probe used the pruned one by accident.
-- ``head_layers=3`` is the official SDCLR head; ``2`` is the BoostedCL repository's SDCLR.
-- Input normalisation is the datamodule's (ImageNet mean/std as the reference's first layer).
+Differences from the official code: ``docs/methods/sdclr.md``.
 """
 
 from __future__ import annotations

@@ -15,20 +15,8 @@ the weights in use, 0 before the first epoch end) and ``weight_epoch`` (the epoc
 produced them, -1 = none), so that :meth:`start_epoch` can make up for an epoch end that a
 resume skipped (Lightning's checkpoints written at an epoch's last batch).
 
-Differences from the official code, all deliberate:
-
-- The update is vectorised and free of host syncs (the official per-sample Python loop costs
-  7.5-12 ms per step).
-- "First update stores the raw loss" replaces "epoch 1 stores the raw loss": the same whenever
-  epoch 1 covers the training set (it does: no drop_last), and it does not decay from 0 a
-  sample that epoch 1 missed (``limit_train_batches``, a mid-epoch resume).
-- All-equal momentum losses (e.g. nothing trained yet) give ``w = 1/2`` for every sample (the
-  mean weight the formula always has) instead of the official NaN, which silently disables
-  the RandAugment stage.
-- Under DDP the (index, loss) pairs are gathered from all ranks every step, so every rank
-  applies the same update to the whole buffer; indices repeated by the distributed sampler's
-  padding (within a step or across steps) are updated once per epoch, the first occurrence
-  winning (spec section h).
+Differences from the official code (the update is vectorised and sync-free, first update = raw
+loss, all-equal losses, DDP): ``docs/methods/boosted_cl.md``.
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -100,6 +101,11 @@ class MomentumEncoder(nn.Module):
 
 class FeatureQueue(nn.Module):
     """FIFO queue of the last ``size`` keys (``dim`` wide) and their labels, identical on every rank."""
+
+    keys: torch.Tensor
+    labels: torch.Tensor
+    ptr: torch.Tensor
+    filled: torch.Tensor
 
     def __init__(self, size: int, dim: int):
         super().__init__()

@@ -16,7 +16,6 @@ Difference from the official code: the targets are generated at construction fro
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -48,6 +47,10 @@ def uniform_targets(num: int, dim: int, steps: int = 10000, lr: float = 1e-3, t:
 
 
 class TargetAssignment(nn.Module):
+    targets: torch.Tensor
+    centroids: torch.Tensor
+    assignment: torch.Tensor
+
     def __init__(self, num_classes: int, dim: int, repeats: int = 1, steps: int = 10000, seed: int = 0, momentum: float = 0.9):
         """
         Args:

@@ -8,7 +8,6 @@ import math
 
 import lightning.pytorch as pl
 import pytest
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ltcl_lightning.callbacks.temperature import TemperatureSchedule, cosine_temperature

@@ -10,10 +10,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
 import torch.nn.functional as F
+from ddp_helpers import free_port
 
 from ltcl_lightning.losses.queue import queue_supcon_loss
 from ltcl_lightning.modules.momentum_encoder import FeatureQueue, MomentumEncoder
-from ddp_helpers import free_port
 
 pytestmark = pytest.mark.ddp
 

@@ -4,7 +4,7 @@ own folder.
 
 :class:`RunConfig` replaces LightningCLI's ``SaveConfigCallback`` in ``ltcl``:
 
-- ``config.yaml`` goes into the run's folder (TensorBoard/CSV: ``.../version_N``; W&B:
+- ``config.yaml`` goes into the run's folder (TensorBoard/CSV: the ``version_N`` folder; W&B:
   ``<save_dir>/<project>/<run id>``, the folder that also holds the run's checkpoints), so that
   the next run never overwrites it (Lightning writes it to ``trainer.log_dir``, which for W&B is
   the shared ``save_dir``);

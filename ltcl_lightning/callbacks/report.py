@@ -139,7 +139,7 @@ class _Sink:
 
     def confused(self, prefix: str, epoch: int, columns: list[str], data: list[list], step: int) -> None: ...
 
-    def state(self, summary: StateSummary, counts: np.ndarray | None, figs: dict, epoch: int, step: int) -> None:
+    def state(self, summary: StateSummary, counts: np.ndarray, figs: dict, epoch: int, step: int) -> None:
         if summary.scalars:
             self.logger.log_metrics(summary.scalars, step=step)
 
@@ -281,9 +281,7 @@ class LongTailReport(pl.Callback):
         acc = torch.as_tensor(res["per_class"]).double().cpu()
         support = torch.as_tensor(res["support"]).long().cpu()
         c = acc.numel()
-        counts = pl_module.class_counts.long().cpu() if hasattr(pl_module, "class_counts") else torch.zeros(c, dtype=torch.long)
-        if counts.numel() != c:
-            raise ValueError(f"last_eval['{prefix}'] has {c} classes but the module's class_counts has {counts.numel()}")
+        counts = pl_module.class_counts.long().cpu()
         groups = pl_module.class_group.cpu()
         names = self._class_names(trainer, c)
         return [
@@ -337,8 +335,8 @@ class LongTailReport(pl.Callback):
     # ----- method state --------------------------------------------------------------------------
     def _report_state(self, trainer, pl_module, state: Mapping[str, StateRecord]) -> None:
         step, epoch = int(trainer.global_step), int(trainer.current_epoch)
-        counts = pl_module.class_counts.long().cpu().numpy() if hasattr(pl_module, "class_counts") else None
-        num_classes = int(getattr(pl_module, "num_classes", 0))
+        counts = pl_module.class_counts.long().cpu().numpy()
+        num_classes = int(pl_module.num_classes)
         summary = StateSummary()
         for key, record in state.items():
             if not isinstance(record, StateRecord):
@@ -347,7 +345,7 @@ class LongTailReport(pl.Callback):
                     "PerClassState or PerSampleState record (ltcl_lightning.callbacks.report) for every entry."
                 )
             record.add_to(summary, key, num_classes)
-        if counts is not None and counts.sum() > 0:
+        if counts.sum() > 0:
             for key, vals in summary.per_class.items():
                 summary.scalars[f"state/{key}_corr_log_count"] = _corr_with_log_count(vals, counts)
                 for gname, mean in group_means(vals, pl_module.class_group, valid=np.isfinite(vals)).items():
@@ -355,7 +353,7 @@ class LongTailReport(pl.Callback):
         summary.scalars = {k: v for k, v in summary.scalars.items() if not math.isnan(v)}
         sinks = [_sink(lg, self.per_class_csv) for lg in trainer.loggers]
         figs = {}
-        if summary.per_class and counts is not None and any(s.draws for s in sinks):
+        if summary.per_class and any(s.draws for s in sinks):
             figs = {k: _state_figure(v, counts, k, epoch) for k, v in summary.per_class.items()}
         for sink in sinks:
             sink.state(summary, counts, figs, epoch, step)
@@ -383,8 +381,8 @@ def _as_float(v, name: str) -> float:
     return float(t)
 
 
-def _state_rows(vals: np.ndarray, counts: np.ndarray | None) -> list[list]:
-    return [[i, int(counts[i]) if counts is not None else 0, float(vals[i])] for i in range(len(vals))]
+def _state_rows(vals: np.ndarray, counts: np.ndarray) -> list[list]:
+    return [[i, int(counts[i]), float(vals[i])] for i in range(len(vals))]
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list], mode: str) -> None:

@@ -9,15 +9,10 @@ the log of E_{x ~ vMF(mu_j, kappa_j)} exp(z.x / tau). The loss of one view is th
 cross-entropy over the C logits. Only z receives gradient:
 d ell_j / dz = A_p(kappa~_j) (kappa_j mu_j + z / tau) / (tau kappa~_j).
 
-Differences from the official code (same values up to float rounding):
-
-* kappa~^2 = kappa^2 ||mu||^2 + 2 kappa (z . mu) / tau + ||z||^2 / tau^2 from one (B, p) x (p, C) float64
-  matmul instead of materialising kappa mu + z / tau as a (B, C, p) float32 tensor; the
-  squared norm is clamped at 0 against cancellation (kappa ~ 1/tau, z ~ -mu) and never square
-  rooted (g is analytic in kappa~^2);
-* Bessel functions by the Debye expansion (``losses/bessel.py``) instead of a Miller
-  recurrence that loses accuracy for kappa >> p (spec (i) 3); the exact ratio A_p <= 1 makes
-  the official clip of A at 1 unnecessary.
+kappa~^2 = kappa^2 ||mu||^2 + 2 kappa (z . mu) / tau + ||z||^2 / tau^2 comes from one (B, p) x
+(p, C) float64 matmul, clamped at 0 against cancellation and never square rooted (g is analytic
+in kappa~^2). Differences from the official code (same values up to float rounding):
+``docs/methods/proco.md``.
 """
 
 from __future__ import annotations

@@ -19,15 +19,8 @@ kappa = p R / (1 - R^2) (the official closed form, Banerjee's approximation with
 term), computed in float32 from the float32 mean, with the official clamps kappa > kappa_max
 -> kappa_max and kappa < 0 (R rounded above 1) -> kappa_max.
 
-Differences from the official ``EstimatorCV`` (all deliberate, none changes the arithmetic of
-one process):
-
-* the random initial means come from a generator seeded with ``seed`` and the reset count,
-  so every rank (and a resumed run) holds the same state; the official ones are unseeded;
-* per-class sums use ``index_add_`` (CPU) or a one-hot matmul (GPU, deterministic, in
-  float64) instead of materialising an (N, C, p) tensor;
-* kappa / log C_p are derived on demand, not stored;
-* the window swap is idempotent per epoch (a mid-epoch resume does not swap again).
+Differences from the official ``EstimatorCV`` (seeded, no (N, C, p) tensor, idempotent window
+swap; none changes the arithmetic of one process): ``docs/methods/proco.md``.
 """
 
 from __future__ import annotations

@@ -60,12 +60,7 @@ METHODS = {
 }
 
 
-# BCL-I / BCL-D still sync in callbacks/momentum.py (bounds check, boolean-mask de-duplication):
-# its sync-free rewrite (modules/momentum.py) is in flight; they join the list when it lands
-SYNC_FREE = [m for m in METHODS if not m.startswith("BCL")]
-
-
-@pytest.mark.parametrize("name", SYNC_FREE)
+@pytest.mark.parametrize("name", list(METHODS))
 def test_no_host_sync_per_training_step(name, tmp_path):
     make_model, data = METHODS[name]
     data = dict(data)

@@ -111,6 +111,22 @@ class ResidentBatch:
         return len(self.index)
 
 
+class ResumableDataLoader(DataLoader):
+    """The training loader. Its position in the epoch is resumable, but the state lives in the
+    datamodule (:meth:`LongTailDataModule.state_dict`), not here: Lightning restores a loader's
+    own ``state_dict`` only in ``fit_loop.setup_data``, which has already run (and built the
+    iterator) when ``configure_optimizers`` reads ``trainer.estimated_stepping_batches``, as every
+    per-step schedule does; the datamodule's state is restored before that. The two empty methods
+    make the loader ``_Stateful`` for Lightning, which otherwise warns on a mid-epoch resume that
+    the loader is not resumable."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 class EvalViewDataset(Dataset):
     """The images of an :class:`IndexedDataset` (any subclass: e.g. BoostedCL's) under another
     transform, same order and labels: the training set seen as evaluation data."""
@@ -189,6 +205,8 @@ class LongTailDataModule(pl.LightningDataModule):
         self.sampler = sampler
         self.device_resident = device_resident
         self.datasets: dict[str, Dataset] = {}
+        self._train_sampler = None  # the training loader's sampler (its order state is checkpointed)
+        self._order_state: dict | None = None  # a restored order state for the next training sampler
         # device-resident state: split -> (uint8 images, targets) per device, generators, norm
         self._resident: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self._generators: dict[str, tuple[int, torch.Generator]] = {}
@@ -263,13 +281,47 @@ class LongTailDataModule(pl.LightningDataModule):
                 "with drop_last=True: every batch would be dropped. Lower batch_size or set drop_last=False."
             )
 
+    def _train_order(self, ds: Dataset):
+        """The training sampler, with a restored order state applied (a mid-epoch resume then
+        skips the positions the checkpointed run had consumed)."""
+        sampler = build_sampler(self.sampler, ds, seed=self.seed)
+        if self._order_state is not None:
+            sampler.load_state_dict(self._order_state)
+            self._order_state = None
+        self._train_sampler = sampler
+        return sampler
+
+    def state_dict(self) -> dict:
+        """The training data order (Lightning saves it in every checkpoint and restores it
+        before the training loader is built): the sampler's epoch and the positions of this
+        rank the loop has consumed, as Lightning resumes them (a checkpoint written in
+        ``on_train_batch_end`` counts that batch as done). Without it a mid-epoch resume
+        re-draws the epoch's first batches."""
+        trainer, sampler = self.trainer, self._train_sampler
+        if sampler is None or trainer is None:
+            return {}
+        p = trainer.fit_loop.epoch_loop.batch_progress.current
+        done = p.processed if p.ready == p.started == p.processed else p.completed
+        total = trainer.num_training_batches
+        consumed = sampler.num_samples if done >= total else min(done * self.batch_size, sampler.num_samples)
+        return {"train_order": sampler.state_dict(consumed=consumed)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        order = state_dict.get("train_order")
+        if order is None:
+            return
+        if self._train_sampler is not None:  # the loader exists already
+            self._train_sampler.load_state_dict(order)
+        else:
+            self._order_state = order
+
     def _loader(self, ds: Dataset, train: bool, split: str = "train") -> DataLoader:
         if self.device_resident:
             return self._resident_loader(ds, train, split)
-        return DataLoader(
+        return (ResumableDataLoader if train else DataLoader)(
             ds,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            sampler=build_sampler(self.sampler, ds, seed=self.seed) if train else None,
+            sampler=self._train_order(ds) if train else None,
             drop_last=self.drop_last if train else False,
             num_workers=self.num_workers,
             persistent_workers=self.persistent_workers,
@@ -295,10 +347,10 @@ class LongTailDataModule(pl.LightningDataModule):
         if not isinstance(ds, IndexedDataset):
             raise TypeError(f"device_resident=True needs IndexedDataset splits, got {type(ds).__name__} for {split!r}")
         positions = _Positions(ds)
-        return DataLoader(
+        return (ResumableDataLoader if train else DataLoader)(
             positions,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            sampler=build_sampler(self.sampler, positions, seed=self.seed) if train else None,
+            sampler=self._train_order(positions) if train else None,
             drop_last=self.drop_last if train else False,
             num_workers=0,
             collate_fn=lambda items, split=split: ResidentBatch(torch.tensor(items, dtype=torch.long), split),

@@ -18,6 +18,15 @@ instance-balanced, q = 1/2 square-root, q = 0 class-balanced), then one of its i
 Deviation from the official code: its class-balanced sampler cycles through shuffled per-class
 lists; this one draws classes and images independently (with replacement), which has the same
 expected class frequencies and needs no per-class Python state.
+
+Resumable order: each sampler has ``state_dict(consumed)`` / ``load_state_dict(state)``. The
+state is the epoch, how many of this rank's positions the training loop has consumed (the same on
+every rank: ranks step in lockstep) and what fixes the order (seed, world size, dataset size).
+Loading a mid-epoch state makes the next pass over that epoch skip the consumed prefix of the
+rank's list, once, so a resumed run sees exactly the images the uninterrupted run would have seen
+next (``base.ResumableDataLoader`` hands the state to Lightning's checkpoints). A state whose epoch
+was finished starts the next epoch. A mid-epoch state of another seed, world size or dataset size
+is refused (the remaining images would be another set).
 """
 
 from __future__ import annotations
@@ -44,7 +53,52 @@ def _rank_and_world(num_replicas: int | None, rank: int | None) -> tuple[int, in
     return r, world
 
 
-class InstanceSampler(DistributedSampler):
+class _ResumableOrder:
+    """The resumable part shared by the samplers (mixed into ``DistributedSampler`` subclasses)."""
+
+    epoch: int
+    seed: int
+    num_replicas: int
+    num_samples: int
+    _skip: tuple[int, int] | None = None  # (epoch, positions of this rank to skip in it)
+
+    def _epoch_indices(self) -> list[int]:
+        return list(DistributedSampler.__iter__(self))  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[int]:
+        order = self._epoch_indices()
+        if self._skip is not None and self._skip[0] == self.epoch:
+            order = order[self._skip[1]:]
+            self._skip = None
+        return iter(order)
+
+    def _fingerprint(self) -> dict:
+        return {"seed": int(self.seed), "num_replicas": int(self.num_replicas), "size": len(self.dataset)}  # type: ignore[attr-defined]
+
+    def state_dict(self, consumed: int = 0) -> dict:
+        """The order state with ``consumed`` of this rank's positions of the current epoch done
+        (``consumed >= num_samples``: the epoch is finished)."""
+        return {"epoch": int(self.epoch), "consumed": int(consumed), **self._fingerprint()}
+
+    def load_state_dict(self, state: dict) -> None:
+        epoch, consumed = int(state["epoch"]), int(state["consumed"])
+        if consumed >= self.num_samples:  # a finished epoch: the next one starts whole
+            self.epoch, self._skip = epoch + 1, None
+            return
+        here = self._fingerprint()
+        saved = {k: state.get(k) for k in here}
+        if saved != here:
+            what = ", ".join(f"{k} {saved[k]} (now {here[k]})" for k in here if saved[k] != here[k])
+            raise ValueError(
+                f"this checkpoint was written in the middle of epoch {epoch} by a run with {what}: its data order "
+                f"cannot be continued here (saved with {saved['num_replicas']} processes, seed {saved['seed']}, "
+                f"{saved['size']} samples per epoch). Resume with the same data, seed and number of processes, "
+                "or from a checkpoint written at the end of an epoch."
+            )
+        self.epoch, self._skip = epoch, (epoch, consumed)
+
+
+class InstanceSampler(_ResumableOrder, DistributedSampler):
     """Every image once per epoch in a seeded random order (torch's ``DistributedSampler``:
     the shards are padded with the first indices of the permutation so ranks get equal length).
     """
@@ -57,7 +111,7 @@ class InstanceSampler(DistributedSampler):
         super().__init__(range(num_samples), num_replicas=world, rank=r, shuffle=shuffle, seed=seed)
 
 
-class ClassAwareSampler(DistributedSampler):
+class ClassAwareSampler(_ResumableOrder, DistributedSampler):
     """Draws ``len(targets)`` images per epoch (with replacement): a class with probability
     proportional to ``n_c ** power``, then an image of that class uniformly.
 
@@ -96,8 +150,8 @@ class ClassAwareSampler(DistributedSampler):
         within = (u * self._counts[k]).long().clamp_max(self._counts[k] - 1)
         return self._order[self._offsets[k] + within]
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.global_draw()[self.rank : self.total_size : self.num_replicas].tolist())
+    def _epoch_indices(self) -> list[int]:
+        return self.global_draw()[self.rank : self.total_size : self.num_replicas].tolist()
 
 
 def build_sampler(name: SamplerName, dataset, seed: int = 0, num_replicas: int | None = None,

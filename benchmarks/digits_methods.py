@@ -20,7 +20,7 @@ from torchvision.transforms import v2
 
 from ltcl_lightning.callbacks.temperature import TemperatureSchedule
 from ltcl_lightning.longtail import format_table
-from ltcl_lightning.data.boosted import BoostedDataModuleMixin, _boosted_init
+from ltcl_lightning.data.boosted import BoostedDataModuleMixin
 from ltcl_lightning.data.digits import DigitsLTDataModule
 from ltcl_lightning.methods import CrossEntropy, SDCLR, BalancedCL, BoostedCL, ProCo, SimCLR, SupCon
 from ltcl_lightning.methods.hard_negative import DebiasedSimCLR, HardNegativeSimCLR
@@ -41,8 +41,7 @@ class _PILFirst:
 
 class BoostedDigitsLT(BoostedDataModuleMixin, DigitsLTDataModule):
     def __init__(self, rand_k: int = 1, **kwargs):
-        super().__init__(**kwargs)
-        _boosted_init(self, rand_k, 30.0, (0.5, 1.0))
+        super().__init__(rand_k=rand_k, rand_strength=30.0, crop_scale=(0.5, 1.0), **kwargs)
 
     def train_transform(self):
         return _PILFirst(super().train_transform())

@@ -47,9 +47,33 @@ class Augmentation:
             "backend (device_resident=false)"
         )
 
+    def batched_list(self, images: list[torch.Tensor], generator: torch.Generator, host: torch.Generator,
+                     size: int) -> torch.Tensor:
+        """The batched recipe for images of different sizes (decoded JPEGs: (C, H_i, W_i) uint8
+        on the device). Recipes that start with a crop to ``size`` crop each image, the boxes
+        drawn from the CPU generator ``host`` (the sizes are known on the host: no device value
+        is read), and run the rest batched; by default the images must share one size."""
+        shapes = {tuple(im.shape) for im in images}
+        if len(shapes) != 1:
+            raise ValueError(
+                f"{type(self).__name__} needs images of one size for the batched backend, got {len(shapes)} "
+                "sizes; use a recipe that crops first (SimCLRAugment, RandAugmentView, EvalView) or the worker backend"
+            )
+        return self.batched(torch.stack(images).float(), generator, size)
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
+
+
+def crop_each(images: list[torch.Tensor], boxes: list[tuple[int, int, int, int]], size: int, interpolation: str) -> torch.Tensor:
+    """Each image's box (top, left, height, width) resized to size x size (PIL arithmetic), stacked."""
+    out = []
+    for im, (top, left, h, w) in zip(images, boxes):
+        crop = im[None, :, top : top + h, left : left + w].float()
+        zero = torch.zeros(1, dtype=torch.long, device=im.device)
+        out.append(B.resized_crop(crop, zero, zero, zero + h, zero + w, size, interpolation))
+    return torch.cat(out)
 
 
 class SimCLRAugment(Augmentation):
@@ -112,7 +136,21 @@ class SimCLRAugment(Augmentation):
             return super().batched(x, generator, size)
         n, _, h, w = x.shape
         top, left, ch, cw = B.random_resized_crop_params(generator, n, h, w, self.scale, self.ratio)
-        x = B.resized_crop(x, top, left, ch, cw, size, self.interpolation)
+        return self.after_crop(B.resized_crop(x, top, left, ch, cw, size, self.interpolation), generator)
+
+    def batched_list(self, images: list[torch.Tensor], generator: torch.Generator, host: torch.Generator,
+                     size: int) -> torch.Tensor:
+        if self.blur:
+            return super().batched(images[0][None].float(), generator, size)
+        boxes = []
+        for im in images:
+            params = B.random_resized_crop_params(host, 1, im.shape[-2], im.shape[-1], self.scale, self.ratio)
+            boxes.append(tuple(int(p[0]) for p in params))
+        return self.after_crop(crop_each(images, boxes, size, self.interpolation), generator)
+
+    def after_crop(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Flip, jitter and grey of already cropped views."""
+        n = x.shape[0]
         u = _rand(generator, n, 3)
         if self.flip:
             x = B.where_b(u[:, 0] < 0.5, x.flip(-1), x)
@@ -276,8 +314,16 @@ class RandAugmentView(Augmentation):
                                  torch.tensor(signed, device=device))
         return self._tables[key]
 
+    _BASE = SimCLRAugment(scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.4, 0.0), jitter_p=1.0, grayscale_p=0.0)
+
     def batched(self, x: torch.Tensor, generator: torch.Generator, size: int) -> torch.Tensor:
-        x = SimCLRAugment(scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.4, 0.0), jitter_p=1.0, grayscale_p=0.0).batched(x, generator, size)
+        return self._randaugment(self._BASE.batched(x, generator, size), generator)
+
+    def batched_list(self, images: list[torch.Tensor], generator: torch.Generator, host: torch.Generator,
+                     size: int) -> torch.Tensor:
+        return self._randaugment(self._BASE.batched_list(images, generator, host, size), generator)
+
+    def _randaugment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n, _, h, w = x.shape
         ops, mags, signed = self._table(h, w, x.device)
         for _ in range(self.num_ops):
@@ -315,3 +361,9 @@ class EvalView(Augmentation):
         zero = torch.zeros(n, dtype=torch.long, device=x.device)
         x = B.resized_crop(x, zero, zero, zero + h, zero + w, (rh, rw), "bilinear")
         return x[:, :, top : top + size, left : left + size]
+
+    def batched_list(self, images: list[torch.Tensor], generator: torch.Generator, host: torch.Generator,
+                     size: int) -> torch.Tensor:
+        if self.resize is None:
+            return super().batched_list(images, generator, host, size)
+        return torch.cat([self.batched(im[None].float(), generator, size) for im in images])

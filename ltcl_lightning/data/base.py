@@ -367,13 +367,14 @@ class LongTailDataModule(pl.LightningDataModule):
 
     def _generator(self, device: torch.device) -> torch.Generator:
         """The device's generator for training views, re-seeded from (seed, rank, epoch) at each
-        epoch (host-side state: no synchronisation)."""
+        epoch (host-side state: no synchronisation). ``device='cpu'`` also serves as the host
+        generator of the crop boxes of variable-size images."""
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         key = str(device)
         held = self._generators.get(key)
         if held is None or held[0] != epoch:
             g = torch.Generator(device=device)
-            g.manual_seed(augmentation_seed(self.seed, dist.rank(), epoch))
+            g.manual_seed(augmentation_seed(self.seed, dist.rank(), epoch) + (0 if torch.device(device).type != "cpu" else 1))
             held = (epoch, g)
             self._generators[key] = held
         return held[1]

@@ -20,6 +20,18 @@ import math
 
 import torch
 
+_CONSTANTS: dict[tuple[str, str], torch.Tensor] = {}
+
+
+def device_constant(name: str, device: torch.device, build) -> torch.Tensor:
+    """A constant tensor built on the host once and copied to ``device`` once (a tensor built
+    from host data on every call is a host-to-device copy on every step)."""
+    key = (name, str(device))
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = build().to(device)
+    return _CONSTANTS[key]
+
+
 # ----- resampling (RandomResizedCrop / RandomCrop with padding) -----------------------------
 
 
@@ -58,16 +70,17 @@ def resample_weights(start: torch.Tensor, length: torch.Tensor, in_size: int, ou
         raise ValueError(f"interpolation must be 'bicubic', 'bilinear' or 'nearest', got {interpolation!r}")
     kernel, support = _FILTERS[interpolation]
     dev = start.device
-    length = length.double()[:, None, None]
+    # float32 is exact enough: the taps differ from PIL's float64 ones by ~1e-7 of a grey level
+    length = length.float()[:, None, None]
     scale = length / out_size
     filterscale = scale.clamp_min(1.0)
-    centre = (torch.arange(out_size, device=dev, dtype=torch.float64)[None, :, None] + 0.5) * scale
-    pos = torch.arange(in_size, device=dev, dtype=torch.float64)[None, None, :] - start.double()[:, None, None]
+    centre = (torch.arange(out_size, device=dev, dtype=torch.float32)[None, :, None] + 0.5) * scale
+    pos = torch.arange(in_size, device=dev, dtype=torch.float32)[None, None, :] - start.float()[:, None, None]
     inside = (pos >= 0) & (pos < length)
     w = kernel((pos - centre + 0.5) / filterscale) * inside
     # taps beyond the filter's support contribute 0 through the kernel itself
     w = w * ((pos + 0.5 - centre).abs() < support * filterscale + 0.5)
-    return (w / w.sum(-1, keepdim=True)).float()
+    return w / w.sum(-1, keepdim=True)
 
 
 def resized_crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: torch.Tensor, width: torch.Tensor,
@@ -210,27 +223,25 @@ def _rgb_to_pil_hsv(x: torch.Tensor) -> torch.Tensor:
 
 
 def _pil_hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
-    # Pillow's hsv2rgb (Convert.c): C round() is half away from zero
+    # Pillow's hsv2rgb (Convert.c): C round() is half away from zero (the values are >= 0)
     h, s, v = hsv[:, 0].double(), hsv[:, 1].double(), hsv[:, 2].double()
     i = torch.floor(h * 6.0 / 255.0)
     f = (h * 6.0 / 255.0 - i).float().double()  # stored in C floats
     fs = (s / 255.0).float().double()
 
-    def cround(t: torch.Tensor) -> torch.Tensor:
-        return torch.sign(t) * torch.floor(t.abs() + 0.5)
+    p = torch.floor(v * (1.0 - fs) + 0.5).clamp(0, 255)
+    q = torch.floor(v * (1.0 - fs * f) + 0.5).clamp(0, 255)
+    t = torch.floor(v * (1.0 - fs * (1.0 - f)) + 0.5).clamp(0, 255)
+    # sector i picks (r, g, b) among (v, t, p, q): one gather instead of six selections
+    cand = torch.stack([v, t, p, q], 1).float()
+    table = device_constant("hsv_sectors", hsv.device, lambda: torch.tensor(_HSV_SECTORS))
+    idx = table[i.long() % 6].movedim(-1, 1)  # (B, 3, H, W)
+    out = cand.gather(1, idx)
+    return torch.where((s == 0)[:, None], hsv[:, 2:3].expand_as(out), out)
 
-    p = cround(v * (1.0 - fs)).clamp(0, 255)
-    q = cround(v * (1.0 - fs * f)).clamp(0, 255)
-    t = cround(v * (1.0 - fs * (1.0 - f))).clamp(0, 255)
-    i = i.long() % 6
-    sel = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
-    out = torch.zeros_like(hsv, dtype=torch.float64)
-    for k, (a, b, c) in enumerate(sel):
-        m = (i == k)[:, None]
-        out = torch.where(m, torch.stack([a, b, c], 1), out)
-    grey = (s == 0)[:, None]
-    out = torch.where(grey, v[:, None].expand_as(out), out)
-    return out.float()
+
+#: Pillow's hsv2rgb: for sector i, the sources of (r, g, b) among (v, t, p, q) = (0, 1, 2, 3)
+_HSV_SECTORS = ((0, 1, 2), (3, 0, 2), (2, 0, 1), (2, 3, 0), (1, 2, 0), (0, 2, 3))
 
 
 def hue(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -245,15 +256,36 @@ def hue(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 def color_jitter(x: torch.Tensor, order: torch.Tensor, b: torch.Tensor, c: torch.Tensor, s: torch.Tensor,
                  h: torch.Tensor | None) -> torch.Tensor:
     """torchvision's ``ColorJitter`` with a per-sample order ``order`` (B, 4) (a permutation of
-    0 brightness, 1 contrast, 2 saturation, 3 hue) and per-sample factors. Each of the four
-    stages computes the four ops on the whole batch and keeps, per sample, the one its order
-    names (no data-dependent control flow). ``h=None``: no hue op."""
-    for stage in range(4):
+    0 brightness, 1 contrast, 2 saturation, 3 hue) and per-sample factors, without
+    data-dependent control flow. ``h=None``: no hue op.
+
+    The three blends are cheap, hue (an HSV round trip) is not, so hue runs once: the blends
+    before each sample's hue position, then hue on every sample's state at that moment, then
+    the blends after it. Each stage computes the three blends for the whole batch and keeps, per
+    sample, the one its order names."""
+
+    def blends(x: torch.Tensor, stage: int, active: torch.Tensor) -> torch.Tensor:
+        # the three ops are blend(degenerate, x, factor): one blend with a per-sample
+        # degenerate image (0, the grey mean, the grey image) and factor
         op = order[:, stage]
-        out = where_b(op == 0, brightness(x, b), x)
-        out = where_b(op == 1, contrast(x, c), out)
-        out = where_b(op == 2, saturation(x, s), out)
-        x = out if h is None else where_b(op == 3, hue(x, h), out)
+        lum = luma(x)
+        mean = torch.floor(lum.mean((1, 2, 3), keepdim=True) + 0.5)
+        deg = torch.where((op == 1).view(-1, 1, 1, 1), mean, lum)
+        deg = torch.where((op == 0).view(-1, 1, 1, 1), 0.0, deg).expand_as(x)
+        factor = torch.where(op == 0, b, torch.where(op == 1, c, s))
+        return where_b(active & (op != 3), blend(deg, x, factor), x)
+
+    if h is None:
+        for stage in range(4):
+            x = blends(x, stage, order[:, stage] != 3)
+        return x
+    hue_at = torch.argmax((order == 3).int(), dim=1)  # position of the hue op in each order
+    pre = x
+    for stage in range(4):
+        pre = blends(pre, stage, hue_at > stage)
+    x = hue(pre, h)
+    for stage in range(4):
+        x = blends(x, stage, hue_at < stage)
     return x
 
 

@@ -15,12 +15,16 @@ from functools import cached_property
 from typing import Callable, Literal, Sequence
 
 import numpy as np
+import torch
+import torchvision
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
 from ltcl_lightning import splits
+from ltcl_lightning.data import batched as B
+from ltcl_lightning.data.augment import Augmentation, EvalView
 from ltcl_lightning.data.base import IndexedDataset, LongTailDataModule
-from ltcl_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, MultiView, build_view, eval_transform
+from ltcl_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, MultiView, build_view, eval_transform, resolve_view
 
 _WHITESPACE = np.zeros(256, dtype=bool)
 _WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
@@ -259,6 +263,70 @@ def pil_loader(path: str):
         ) from None
 
 
+def read_bytes(path: str) -> torch.Tensor:
+    """The file's bytes as a 1-D uint8 tensor (what a loader worker does on the device-decode path)."""
+    return torchvision.io.read_file(path)
+
+
+def is_jpeg(data: torch.Tensor) -> bool:
+    return data.numel() >= 3 and data[:3].tolist() == [0xFF, 0xD8, 0xFF]
+
+
+def decode_images(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """Decode encoded images (1-D uint8 host tensors) to (3, H, W) uint8 RGB on ``device``:
+    the JPEGs in one batched ``torchvision.io.decode_jpeg(..., device=)`` call (nvJPEG on a
+    GPU), other formats (PNG, 16-bit PNG scaled to 8 bits as :func:`pil_loader` does) on the host
+    and copied."""
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+    jpeg = [i for i, d in enumerate(data) if is_jpeg(d)]
+    out: list[torch.Tensor | None] = [None] * len(data)
+    if jpeg:
+        decoded = decode_jpeg([data[i] for i in jpeg], mode=ImageReadMode.RGB, device=device)
+        for i, im in zip(jpeg, decoded):
+            out[i] = im
+    for i, d in enumerate(data):
+        if out[i] is None:
+            im = decode_image(d, mode=ImageReadMode.UNCHANGED)
+            if im.dtype == torch.uint16:  # 16-bit PNG
+                im = (im.to(torch.int32) // 257).to(torch.uint8)
+            if im.shape[0] == 1:
+                im = im.expand(3, -1, -1)
+            elif im.shape[0] == 4:
+                im = im[:3]
+            out[i] = im.contiguous().to(device)
+    return out  # type: ignore[return-value]
+
+
+class EncodedBatch:
+    """A batch of encoded images: sample indices, the files' bytes (host tensors), labels. The
+    datamodule's ``on_after_batch_transfer`` decodes and augments it on the device."""
+
+    def __init__(self, index: torch.Tensor, data: list[torch.Tensor], target: torch.Tensor, split: str):
+        self.index, self.data, self.target, self.split = index, data, target, split
+
+    def to(self, device, non_blocking: bool = False) -> "EncodedBatch":
+        # the bytes stay on the host: decode_jpeg takes host buffers and decodes on the device
+        return EncodedBatch(self.index.to(device, non_blocking=non_blocking), self.data,
+                            self.target.to(device, non_blocking=non_blocking), self.split)
+
+    def pin_memory(self) -> "EncodedBatch":
+        return EncodedBatch(self.index.pin_memory(), self.data, self.target.pin_memory(), self.split)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def _encoded_collate(items, split: str) -> EncodedBatch:
+    index = torch.tensor([i for i, _, _ in items], dtype=torch.long)
+    target = torch.tensor([t for _, _, t in items], dtype=torch.long)
+    return EncodedBatch(index, [v[0] for _, v, _ in items], target, split)
+
+
+def _bytes_only(data: torch.Tensor) -> list[torch.Tensor]:
+    return [data]
+
+
 class ListFileDataset(Dataset):
     """``(PIL image, label)`` for every entry of a :class:`ListFile`, paths relative to ``root``.
 
@@ -327,6 +395,7 @@ class ListFileDataModule(LongTailDataModule):
         num_classes: int | None = None,
         image_size: int = 224,
         verify: bool = False,
+        decode: Literal["workers", "device"] = "workers",
         *,
         num_workers: int = 8,
         mean: Sequence[float] | None = IMAGENET_MEAN,
@@ -346,6 +415,11 @@ class ListFileDataModule(LongTailDataModule):
                 (256 for 224) and centre-crops when ``eval_view='eval'``.
             verify: check at set-up that every listed image exists (one directory listing per
                 folder); otherwise a missing image raises when it is first loaded.
+            decode: ``workers`` (PIL decode and per-sample augmentation in the loader workers,
+                the CPU path) or ``device``: workers read the files' bytes only; JPEGs are
+                decoded in batches on the training device (``torchvision.io.decode_jpeg``,
+                nvJPEG on a GPU) and the views built there by the augmentations' batched
+                backend (``data/augment.py``), each image with its own parameters.
             num_workers: loader processes (8: decoding full-size JPEGs needs them).
             mean, std: normalisation, the ImageNet statistics.
             **kwargs: the other arguments of
@@ -369,6 +443,11 @@ class ListFileDataModule(LongTailDataModule):
         self.num_classes = num_classes
         self.image_size = image_size
         self.verify = verify
+        if decode not in ("workers", "device"):
+            raise ValueError(f"decode must be 'workers' or 'device', got {decode!r}")
+        if decode == "device" and self.device_resident:
+            raise ValueError("list-file data is not device_resident (it does not fit in device memory); use decode='device'")
+        self.decode = decode
         self._verified: set[str] = set()
 
     # ----- lists ------------------------------------------------------------------------------
@@ -446,7 +525,46 @@ class ListFileDataModule(LongTailDataModule):
             if count:
                 raise FileNotFoundError(missing_message(self.data_dir, lf, count, first))
             self._verified.add(lf.source)
+        if self.decode == "device":
+            return IndexedDataset(ListFileDataset(self.data_dir, lf, loader=read_bytes), lf.labels, _bytes_only)
         return IndexedDataset(ListFileDataset(self.data_dir, lf), lf.labels, transform)
+
+    # ----- device decode ------------------------------------------------------------------------
+    def _loader(self, ds, train: bool, split: str = "train"):
+        loader = super()._loader(ds, train, split)
+        if self.decode != "device":
+            return loader
+        from functools import partial
+
+        from torch.utils.data import DataLoader
+
+        split = split if train else ("eval" if split == "train" else split)  # probe loaders evaluate
+        return DataLoader(
+            ds, batch_size=loader.batch_size, sampler=loader.sampler if train else None, drop_last=loader.drop_last,
+            num_workers=self.num_workers, persistent_workers=self.persistent_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(), collate_fn=partial(_encoded_collate, split=split),
+        )
+
+    def _device_view(self, view):
+        if view == "eval":
+            return EvalView(resize_for(self.image_size))
+        return resolve_view(view)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if not isinstance(batch, EncodedBatch):
+            return super().on_after_batch_transfer(batch, dataloader_idx)
+        device = batch.index.device
+        images = decode_images(batch.data, device)
+        train = batch.split == "train"
+        views = [self._device_view(v) for v in (self.train_views if train else [self.eval_view])]
+        gen, host = self._generator(device), self._generator(torch.device("cpu"))
+        norm = self._normalisation(device)
+        out = []
+        for v in views:
+            if not isinstance(v, Augmentation):
+                raise TypeError(f"decode='device' needs Augmentation views or preset names, got {v!r}")
+            out.append(B.normalize(v.batched_list(images, gen, host, self.image_size), *(norm or (None, None))))
+        return batch.index, out, batch.target
 
     def build_datasets(self, stage: str) -> dict:
         self.class_counts  # validates the training list at set-up for every stage

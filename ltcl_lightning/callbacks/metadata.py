@@ -33,6 +33,8 @@ import yaml
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
+from ltcl_lightning.splits import resolve
+
 BEST_KEYS = ("epoch", "acc", "many", "medium", "few", "group_std")
 #: per-run numbers for ``ltcl report``: method, dataset, seed, val last/best, test
 SUMMARY_FILE = "summary.json"
@@ -81,6 +83,13 @@ def _numbers(res: dict[str, Any]) -> dict[str, float]:
     return {k: (int(res[k]) if k == "epoch" else float(res[k])) for k in BEST_KEYS if k in res}
 
 
+def _where(value) -> str:
+    try:
+        return os.path.abspath(resolve(value))
+    except (FileNotFoundError, ValueError):  # reported where the file is read; here only compared
+        return os.path.abspath(os.fspath(value))
+
+
 def selection(dm) -> str:
     """What the best epoch was selected on: ``validation`` (a held-out split) or ``test`` (the
     validation stage evaluates the test images: the paper-style, optimistic "best on test")."""
@@ -88,10 +97,14 @@ def selection(dm) -> str:
         return "unknown"
     if type(dm).__name__.startswith("Digits"):
         return "test"  # Digits-LT validates on its balanced test split
-    for attr in ("val_split_file", "val_list", "val_json"):
-        if hasattr(dm, attr) and getattr(dm, attr) is not None:
-            return "validation"
-    return "test" if any(hasattr(dm, a) for a in ("val_split_file", "val_list")) else "unknown"
+    if hasattr(dm, "val_split_file"):  # CIFAR: the test set unless a held-out index file is given
+        return "test" if dm.val_split_file is None else "validation"
+    if hasattr(dm, "val_list"):  # list files: the test list when there is no val list, or it is the same file
+        val = dm.val_list or getattr(dm, "val_json", None)
+        if val is None or (dm.test_list is not None and _where(val) == _where(dm.test_list)):
+            return "test"
+        return "validation"
+    return "unknown"
 
 
 def run_dir(trainer) -> str:
@@ -150,6 +163,9 @@ class RunConfig(SaveConfigCallback):
         best = getattr(pl_module, "best_val", None)
         if not trainer.is_global_zero or not best or best.get("epoch", -1) < 0:
             return
+        if selection(trainer.datamodule) == "test":
+            print("note: no held-out validation split: the best epoch was selected on the TEST set (the paper-style, "
+                  "optimistic 'best on test'); give the datamodule a validation split for an honest selection.", flush=True)
         last = getattr(pl_module, "last_eval", {}).get("val")
         self.write_summary(trainer, pl_module, "val", {"last": _numbers(last) if last else None, "best": _numbers(best)})
         metrics = {f"val_best/{k}": float(best[k]) for k in BEST_KEYS if k in best}

@@ -58,3 +58,18 @@ def test_config_yaml_per_run_folder_and_csv_hparams(tmp_path):
     assert hparams["model"]["class_path"].endswith("SimCLR") and hparams["trainer"]["max_epochs"] == 2
     metrics = (dirs[1] / "metrics.csv").read_text().splitlines()
     assert "val_best/many" in metrics[0]
+
+
+def test_selection_names_what_the_best_epoch_was_chosen_on():
+    from ltcl_lightning.callbacks.metadata import selection
+    from ltcl_lightning.data.cifar import CIFAR100LTDataModule
+    from ltcl_lightning.data.digits import DigitsLTDataModule
+    from ltcl_lightning.data.inaturalist import INaturalist2018DataModule
+
+    assert selection(CIFAR100LTDataModule(split_file="cifar100/split1_D_i")) == "test"
+    assert selection(CIFAR100LTDataModule(split_file="cifar100/split1_D_i", val_split_file="cifar100/valIdxList")) == "validation"
+    assert selection(DigitsLTDataModule()) == "test"
+    # the iNat recipes validate and test on the same list: that is selection on the test set
+    inat = INaturalist2018DataModule(data_dir="x", train_list="t.txt", val_list="inaturalist18/iNaturalist18_val",
+                                     test_list="inaturalist18/iNaturalist18_val")
+    assert selection(inat) == "test"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import torch
 
+from ltcl_lightning.modules import state_modules
 from ltcl_lightning.modules.momentum import MomentumLoss
 
 
@@ -23,13 +24,7 @@ class MomentumWeightUpdate(pl.Callback):
 
     @staticmethod
     def momentum(pl_module: torch.nn.Module) -> MomentumLoss:
-        found = [m for m in pl_module.modules() if isinstance(m, MomentumLoss)]
-        if len(found) != 1:
-            raise TypeError(
-                f"MomentumWeightUpdate drives one MomentumLoss module, but {type(pl_module).__name__} has "
-                f"{len(found)}; use ltcl_lightning.methods.boosted_cl.BoostedCL (or BoostedSDCLR)."
-            )
-        return found[0]
+        return state_modules(pl_module, MomentumLoss, "MomentumWeightUpdate", "BoostedCL, BoostedSDCLR")[0]
 
     @staticmethod
     def weight_sink(trainer: pl.Trainer):

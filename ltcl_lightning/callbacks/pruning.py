@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 
+from ltcl_lightning.modules import state_modules
 from ltcl_lightning.modules.pruning import PrunableNetwork
 
 
@@ -30,13 +31,8 @@ class MaskRepruning(pl.Callback):
 
     @staticmethod
     def networks(pl_module) -> list[PrunableNetwork]:
-        found = [m for m in pl_module.modules() if isinstance(m, PrunableNetwork) and m.ratio is not None]
-        if not found:
-            raise TypeError(
-                f"MaskRepruning needs a pruning method such as SDCLR; {type(pl_module).__name__} has no "
-                "PrunableNetwork with a prune ratio. Remove the callback or use ltcl_lightning.methods.sdclr.SDCLR."
-            )
-        return found
+        # the backbone's (with a prune ratio); the head's dual batch-norms have no masks to recompute
+        return state_modules(pl_module, PrunableNetwork, "MaskRepruning", "SDCLR", one=False, keep=lambda m: m.ratio is not None)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.networks(pl_module)

@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 import torch
 
 from ltcl_lightning.longtail import group_means
+from ltcl_lightning.modules import state_modules
 from ltcl_lightning.modules.vmf import VMFEstimator
 
 
@@ -28,12 +29,7 @@ class VMFEstimation(pl.Callback):
 
     @staticmethod
     def _estimator(pl_module) -> VMFEstimator:
-        found = [m for m in pl_module.modules() if isinstance(m, VMFEstimator)]
-        if len(found) != 1:
-            raise TypeError(
-                f"VMFEstimation needs a method with a VMFEstimator (ProCo); {type(pl_module).__name__} has {len(found)}"
-            )
-        return found[0]
+        return state_modules(pl_module, VMFEstimator, "VMFEstimation", "ProCo")[0]
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._estimator(pl_module).start_epoch(trainer.current_epoch)

@@ -91,10 +91,8 @@ def balanced_contrastive_loss(
     # half precision would lose the 1/T = 14x amplified logits; compute in float32 at least
     dtype = torch.promote_types(views[0].dtype, torch.float32)
     views = [v.to(dtype) for v in views]
-    protos, proto_labels = None, None
-    if prototypes is not None:
-        protos = prototypes.to(dtype)
-        proto_labels = torch.arange(num_classes, device=labels.device, dtype=labels.dtype)
+    protos = prototypes.to(dtype) if prototypes is not None else None
+    proto_labels = torch.arange(num_classes, device=labels.device, dtype=labels.dtype)  # row k is class k
     c = contrastive_logits(views, labels, temperature, gather, protos, proto_labels)
     y_items = c.item_labels
     # n_k over the (global) batch: all views + one prototype per class

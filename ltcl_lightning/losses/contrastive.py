@@ -57,10 +57,7 @@ def contrastive_logits(
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     b, n_views, device = views[0].shape[0], len(views), views[0].device
-    if gather:
-        global_views, global_labels, offset = dist.gather_views(views, labels)
-    else:
-        global_views, global_labels, offset = list(views), labels, 0
+    global_views, global_labels, offset = dist.gather_views(views, labels) if gather else (list(views), labels, 0)
     b_global = global_views[0].shape[0]
     if labels is None:  # sample ids, unique across ranks
         labels = torch.arange(b, device=device) + offset

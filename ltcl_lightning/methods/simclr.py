@@ -12,17 +12,10 @@ Differences from the reference: ``docs/methods/simclr.md``.
 
 The SimCLR family (SDCLR, BoostedCL, BoostedSDCLR, new NT-Xent variants) shares this step and
 overrides two hooks: :meth:`SimCLR.encode` (how the two views become projections: SDCLR's dense /
-pruned branches) and :meth:`SimCLR.contrastive_loss` (the per-sample loss). A new loss, e.g. a
-hard-negative NT-Xent, is its loss function in ``losses/`` plus a mixin in its method file::
-
-    class HardNegative:                         # before the family class in the bases
-        def contrastive_loss(self, z1, z2):
-            return hard_negative_nt_xent(z1, z2, self.temperature, self.beta, reduction="none"), {}
-
-    class HardNegativeSimCLR(HardNegative, SimCLR): ...
-    class HardNegativeBoostedCL(HardNegative, BoostedCL): ...   # BoostedCL tracks its per-sample loss
-
-and a recipe; the step, the momentum tracking and the pruning need no change.
+pruned branches) and :meth:`SimCLR.contrastive_loss` (the per-sample loss). A new loss is its
+function in ``losses/`` (on ``contrastive_logits``), a mixin overriding ``contrastive_loss`` in its
+method file, placed before each family class it extends, a recipe and its tests; the step, the
+momentum tracking and the pruning need no change (example: ``methods/hard_negative.py``, HCL/DCL).
 """
 
 from __future__ import annotations

@@ -67,8 +67,7 @@ class MomentumLoss(nn.Module):
             # one collective for both columns (float64 holds indices exactly)
             packed = dist.gather(torch.stack([index.double(), loss.double()], 1))
             index, loss = packed[:, 0].long(), packed[:, 1]
-        index = index.to(self.loss.device, torch.long)
-        loss = loss.to(self.loss.device, self.loss.dtype)
+        index, loss = index.to(self.loss.device, torch.long), loss.to(self.loss.device, self.loss.dtype)
         n, m = self.num_samples, index.numel()
         msg = f"a sample index is outside the momentum buffer of {n} samples: the model was built for a smaller training set"
         torch._assert_async(((index >= 0) & (index < n)).all(), msg)

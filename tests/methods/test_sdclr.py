@@ -381,3 +381,11 @@ def test_v010_checkpoint_with_the_method_level_mask_epoch_loads(uninterrupted, t
     torch.save(ck, tmp_path / "old.ckpt")
     loaded = SDCLR.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu", weights_only=True)
     assert int(loaded.backbone.mask_epoch) == 2 and loaded.backbone.start_epoch(2) is None  # epoch 2's masks, kept
+
+
+def test_mask_repruning_refuses_a_method_without_a_pruned_backbone():
+    from ltcl_lightning.callbacks.pruning import MaskRepruning
+    from ltcl_lightning.methods.simclr import SimCLR
+
+    with pytest.raises(TypeError, match="MaskRepruning needs a method with a PrunableNetwork"):
+        MaskRepruning().setup(None, SimCLR(3, backbone="tiny"), "fit")

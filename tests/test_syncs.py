@@ -17,11 +17,15 @@ from sync_counter import SyncCounter
 from ltcl_lightning.data.boosted import BoostedDataModuleMixin
 from ltcl_lightning.data.digits import DigitsLTDataModule
 from ltcl_lightning.methods import (
+    KCL,
     SDCLR,
     BalancedCL,
     BoostedCL,
     BoostedSDCLR,
     CrossEntropy,
+    GPaCo,
+    HardNegativeSimCLR,
+    PaCo,
     ProCo,
     SimCLR,
     SupCon,
@@ -57,6 +61,10 @@ METHODS = {
     "CE": (lambda dm: CrossEntropy(10, backbone="tiny"), {"train_views": ["crop_flip"]}),
     "BalancedCL": (lambda dm: BalancedCL(10, **SMALL), {"train_views": THREE}),
     "ProCo": (lambda dm: ProCo(10, **SMALL), {"train_views": THREE}),
+    "HCL": (lambda dm: HardNegativeSimCLR(10, **SMALL), {}),
+    "PaCo": (lambda dm: PaCo(10, backbone="tiny", proj_dim=16, queue_size=64), {}),
+    "GPaCo": (lambda dm: GPaCo(10, backbone="tiny", proj_dim=16, queue_size=64), {}),
+    "KCL": (lambda dm: KCL(10, backbone="tiny", proj_dim=16, queue_size=64), {}),
 }
 
 

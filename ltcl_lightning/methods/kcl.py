@@ -75,7 +75,7 @@ class KCL(LongTailMethod):
     def _scores(self, b: int) -> torch.Tensor:
         g = torch.Generator(device=self.device)
         g.manual_seed((self.sample_seed * 1_000_003 + self.global_step) * 1024 + dist.rank())
-        return torch.rand((b, int(self.queue.filled)), generator=g, device=self.device)
+        return torch.rand((b, self.queue.num_filled), generator=g, device=self.device)
 
     def targets_for(self, q: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """TSC's targets and each anchor's assigned ones; KCL: none."""

@@ -124,7 +124,7 @@ class _ParametricContrastive(LongTailMethod):
         return {"loss": per_sample.mean(), "features": h, "acc": acc}
 
     def report_state(self) -> dict[str, Any]:
-        return {"queue_filled": ScalarState(int(self.queue.filled))}
+        return {"queue_filled": ScalarState(self.queue.num_filled)}
 
 
 class PaCo(_ParametricContrastive):

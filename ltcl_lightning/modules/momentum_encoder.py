@@ -10,7 +10,8 @@ PaCo / GPaCo and KCL contrast against.
 - :class:`FeatureQueue`: the last ``size`` keys (and their labels), enqueued FIFO from the keys
   of **all** ranks (gathered through ``utils.dist``, so every rank holds the same queue). The
   keys, labels, write pointer and fill count are persistent buffers (plain tensors, loadable
-  with ``weights_only=True``): a checkpoint resumes with the same queue and pointer.
+  with ``weights_only=True``): a checkpoint resumes with the same queue and pointer. The pointer
+  and fill count are mirrored on the host, so a step never syncs host and device for them.
 
 Differences from MoCo / PaCo's ``moco/builder.py`` (deliberate):
 
@@ -116,12 +117,24 @@ class FeatureQueue(nn.Module):
         self.register_buffer("labels", torch.full((size,), -1, dtype=torch.long))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))  # next slot to write
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))  # valid entries
+        # host mirrors of ptr / filled: a step reads and writes them without a device sync; set
+        # from the buffers whenever a state dict is loaded
+        self._ptr, self._filled = 0, 0
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._ptr, self._filled = int(self.ptr), int(self.filled)
+
+    @property
+    def num_filled(self) -> int:
+        """Valid entries (host value, no device sync)."""
+        return self._filled
 
     def contents(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Copies of the valid keys (n, dim) and labels (n,), detached (slot order; order is
         immaterial to the losses). Copies, as MoCo's ``queue.clone().detach()``: the loss saves
         them for the backward, which runs after this step's :meth:`enqueue` wrote the buffer."""
-        n = int(self.filled)
+        n = self._filled
         return self.keys[:n].detach().clone(), self.labels[:n].detach().clone()
 
     @torch.no_grad()
@@ -144,8 +157,9 @@ class FeatureQueue(nn.Module):
         # key j goes to slot (ptr + j) % size, as if written one at a time; of more than ``size``
         # keys only the newest ``size`` survive, in the slots they would have ended in
         first = max(n - self.size, 0)
-        slots = (int(self.ptr) + torch.arange(first, n, device=self.keys.device)) % self.size
+        slots = (self._ptr + torch.arange(first, n, device=self.keys.device)) % self.size
         self.keys[slots] = keys[first:].to(self.keys.device, self.keys.dtype)
         self.labels[slots] = labels[first:].to(self.labels.device, torch.long)
-        self.ptr.fill_((int(self.ptr) + n) % self.size)
-        self.filled.fill_(min(int(self.filled) + n, self.size))
+        self._ptr, self._filled = (self._ptr + n) % self.size, min(self._filled + n, self.size)
+        self.ptr.fill_(self._ptr)
+        self.filled.fill_(self._filled)

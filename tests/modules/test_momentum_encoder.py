@@ -171,3 +171,14 @@ def test_contents_survive_an_enqueue_before_the_backward():
     q.enqueue(torch.randn(3, 3))
     loss.backward()  # would fail if contents() were views of the buffer
     assert x.grad is not None
+
+
+def test_host_mirrors_follow_a_loaded_state_dict():
+    """ptr / filled are read on the host (no device sync per step); a load sets them."""
+    a, b = FeatureQueue(5, 2), FeatureQueue(5, 2)
+    a.enqueue(torch.randn(7, 2))
+    assert a.num_filled == 5 and int(a.ptr) == 2
+    b.load_state_dict(a.state_dict())
+    assert b.num_filled == 5 and b._ptr == 2
+    b.enqueue(torch.ones(1, 2))
+    assert torch.equal(b.keys[2], torch.ones(2)) and int(b.ptr) == 3

@@ -32,7 +32,7 @@ from ltcl_lightning.modules.backbones import TORCHVISION_EQUIVALENT, to_torchvis
 def export(checkpoint: str, out: str | Path, method: str | None = None) -> dict:
     """Write ``out`` (the state_dict) and ``out`` with suffix ``.json``; return the JSON's content."""
     backbone, counts, num_classes, hparams = load_pretrained(checkpoint, method)
-    dense = backbone.to_dense() if hasattr(backbone, "to_dense") else backbone  # SDCLR: the dense branch
+    dense = backbone.to_dense() if hasattr(backbone, "to_dense") else backbone  # type: ignore[operator]  # SDCLR: the dense branch
     name = hparams.get("backbone")
     state = {k: v.detach().clone() for k, v in dense.state_dict().items()}
     torchvision_layout = None
@@ -50,7 +50,7 @@ def export(checkpoint: str, out: str | Path, method: str | None = None) -> dict:
         "std": list(data["std"]) if data.get("std") else None,
         "image_size": data.get("image_size"),
         "backbone": name if isinstance(name, str) else type(dense).__name__,
-        "feature_dim": int(backbone.out_dim),
+        "feature_dim": int(backbone.out_dim),  # type: ignore[arg-type]
         "torchvision": torchvision_layout,
         "class_counts": counts.tolist(),
     }

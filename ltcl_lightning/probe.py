@@ -340,11 +340,11 @@ def run(cfg: Namespace, dm: LongTailDataModule, loaded: tuple) -> dict:
     bar.close()
 
     label = {"full": "full-shot", "100": "100-shot (mean)", "50": "50-shot (mean)", "fewshot": "few-shot"}
-    rows = {f"{label.get(s, s)} linear": r for s, r in summary.items()}
-    rows.update({f"{label.get(s, s)} kNN": r for s, r in knn_summary.items()})
+    table = {f"{label.get(s, s)} linear": r for s, r in summary.items()}
+    table.update({f"{label.get(s, s)} kNN": r for s, r in knn_summary.items()})
     print(f"\nProbes of {cfg.checkpoint} on {type(dm).__name__} (%; groups: {cfg.grouping} of the pre-training counts; "
           f"kNN k={cfg.knn_k}, T={cfg.knn_temperature})")
-    print(format_table(rows), flush=True)
+    print(format_table(table), flush=True)
     out = {"checkpoint": str(cfg.checkpoint), "datamodule": data_signature(dm) | {"class_path": cfg.data.class_path},
            "grouping": cfg.grouping, "epochs": cfg.epochs, "summary": summary, "per_set": per_set,
            "knn": {"k": cfg.knn_k, "temperature": cfg.knn_temperature, "summary": knn_summary, "per_set": knn_per_set}}

@@ -311,7 +311,7 @@ def aggregate_runs(summaries: Sequence[tuple[Path, dict]]) -> list[dict]:
             if any(v is None for v in values):
                 continue
             for k in TABLE_KEYS:
-                x = np.array([100 * float(v[k]) for v in values])
+                x = np.array([100 * float(v[k]) for v in values])  # type: ignore[index]  # None skipped above
                 row[f"{part}/{k}"] = (float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0)
         rows.append(row)
     return rows

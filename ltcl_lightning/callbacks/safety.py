@@ -63,6 +63,7 @@ class FiniteLossCheck(pl.Callback):
             self._check(trainer)
 
     def _check(self, trainer) -> None:
+        assert self._first_bad is not None  # set by the first training batch, before any check
         local_bad = bool(self._first_bad[0] >= 0)
         if not trainer.strategy.reduce_boolean_decision(local_bad, all=False):
             return

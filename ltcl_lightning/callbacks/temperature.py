@@ -60,5 +60,5 @@ class TemperatureSchedule(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
         tau = self.temperature(trainer.current_epoch)
-        pl_module.temperature = tau  # a plain float attribute (checked at setup)
+        pl_module.temperature = tau  # type: ignore[assignment]  # a plain float attribute (checked at setup)
         pl_module.log("train/temperature", tau, on_step=False, on_epoch=True, batch_size=1)

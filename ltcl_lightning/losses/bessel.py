@@ -191,7 +191,7 @@ def bessel_iv_ratio_scaled(nu: float, s: torch.Tensor) -> torch.Tensor:
     """A_nu(x) / x = I_{nu+1}(x) / (x I_nu(x)) with s = x^2 (no gradient), finite at x = 0: 1/(2 nu + 2)."""
     nu = _check_order(nu)
     with torch.no_grad():
-        return _g_and_e(nu, s.detach().to(torch.float64).clamp_min(0.0))[1]
+        return _g_and_e(nu, s.detach().to(torch.float64).clamp_min(0.0))[1]  # type: ignore[return-value]  # need_e
 
 
 def log_bessel_iv(nu: float, x: torch.Tensor) -> torch.Tensor:

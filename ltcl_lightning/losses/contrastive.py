@@ -62,8 +62,11 @@ def contrastive_logits(
     if labels is None:  # sample ids, unique across ranks
         labels = torch.arange(b, device=device) + offset
         global_labels = torch.arange(b_global, device=device)
+    assert global_labels is not None  # gathered labels, or the sample ids just built
     items, item_labels = list(global_views), [global_labels.repeat(n_views)]
     if extra_items is not None:
+        if extra_labels is None:
+            raise ValueError("extra_items need extra_labels (one label per item)")
         items.append(extra_items)
         item_labels.append(extra_labels)
     y_items = torch.cat(item_labels)

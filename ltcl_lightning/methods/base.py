@@ -196,7 +196,7 @@ class LongTailMethod(pl.LightningModule):
     def callbacks_unless_listed(self, *callbacks: pl.Callback) -> list[pl.Callback]:
         """For ``configure_callbacks``: the given callbacks whose type the trainer does not list
         already (a method adds the callbacks its state needs; a user-listed one wins)."""
-        listed = tuple(type(c) for c in (self._trainer.callbacks if self._trainer is not None else []))
+        listed = tuple(type(c) for c in (self._trainer.callbacks if self._trainer is not None else []))  # type: ignore[attr-defined]
         return [c for c in callbacks if not isinstance(c, listed)]
 
     def report_state(self) -> dict[str, Any]:
@@ -263,7 +263,7 @@ class LongTailMethod(pl.LightningModule):
         # the classes that wrote the checkpoint, also when trained from Python (the CLI records
         # them in the hyper-parameters): ltcl probe / export rebuild the method and its data
         checkpoint["method_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
-        dm = self._trainer.datamodule if self._trainer is not None else None
+        dm = self._trainer.datamodule if self._trainer is not None else None  # type: ignore[attr-defined]
         if dm is not None:
             checkpoint["datamodule_class_path"] = f"{type(dm).__module__}.{type(dm).__qualname__}"
 

@@ -31,7 +31,7 @@ import torch
 
 from ltcl_lightning.callbacks.momentum import MomentumWeightUpdate
 from ltcl_lightning.callbacks.report import PerSampleState
-from ltcl_lightning.methods.base import OptimizerCallable
+from ltcl_lightning.methods.base import LongTailMethod, OptimizerCallable
 from ltcl_lightning.methods.sdclr import SDCLR
 from ltcl_lightning.methods.simclr import SimCLR
 from ltcl_lightning.modules.momentum import MomentumLoss, momentum_weights
@@ -45,8 +45,9 @@ def boosted_cl_sgd(params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=0.5, momentum=0.9, weight_decay=5e-4)
 
 
-class MomentumBoosted:
-    """Mixin: the momentum-loss module, its callback, the data checks and ``report_state``."""
+class MomentumBoosted(LongTailMethod):
+    """Mixin (before SimCLR / SDCLR in the bases): the momentum-loss module, its callback, the data
+    checks and ``report_state``."""
 
     def _init_momentum(self, num_samples: int | None, momentum_beta: float) -> None:
         total = int(self.class_counts.sum())

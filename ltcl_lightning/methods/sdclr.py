@@ -61,7 +61,7 @@ class SDCLR(SimCLR):
 
     def build_backbone(self, name) -> PrunableNetwork:
         hp = self.hparams  # saved by the base before it builds the backbone
-        return PrunableNetwork(build_backbone(name), hp.prune_ratio, hp.random_prune_ratio, hp.prune_seed)
+        return PrunableNetwork(build_backbone(name), hp["prune_ratio"], hp["random_prune_ratio"], hp["prune_seed"])
 
     # ----- the two branches ------------------------------------------------------------------
     def project(self, h: torch.Tensor, pruned: bool = False) -> torch.Tensor:
@@ -75,7 +75,7 @@ class SDCLR(SimCLR):
 
     # ----- masks: owned by the backbone (PrunableNetwork), re-pruned by MaskRepruning ---------
     def report_state(self) -> dict[str, Any]:
-        return {"mask_density": PerLayerState(self.backbone.mask_densities())}
+        return {"mask_density": PerLayerState(self.backbone.mask_densities())}  # type: ignore[operator]
 
     def configure_callbacks(self):
         """Adds :class:`MaskRepruning` (every epoch) unless the trainer already has one, so the

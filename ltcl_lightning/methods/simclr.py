@@ -21,6 +21,7 @@ momentum tracking and the pruning need no change (example: ``methods/hard_negati
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from ltcl_lightning.losses.contrastive import nt_xent_loss
@@ -45,7 +46,7 @@ class SimCLR(LongTailMethod):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         super().__init__(num_classes, backbone, **kwargs)
         self.temperature = temperature
-        self.projector = ProjectionHead(self.feat_dim, proj_hidden_dim, proj_dim, num_layers=head_layers)
+        self.projector: nn.Module = ProjectionHead(self.feat_dim, proj_hidden_dim, proj_dim, num_layers=head_layers)
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.projector(h), dim=1)

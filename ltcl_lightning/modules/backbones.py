@@ -131,7 +131,7 @@ class TimmBackbone(nn.Module):
             close = timm.list_models(f"*{model_name[:6]}*")[:8]
             raise ValueError(f"timm has no model {model_name!r} (similar: {close})")
         self.net = timm.create_model(model_name, pretrained=False, num_classes=0)
-        self.out_dim = int(self.net.num_features)
+        self.out_dim = int(self.net.num_features)  # type: ignore[arg-type]  # timm models tell their width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

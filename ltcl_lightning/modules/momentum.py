@@ -41,6 +41,11 @@ def momentum_weights(memory: torch.Tensor) -> torch.Tensor:
 
 
 class MomentumLoss(nn.Module):
+    loss: torch.Tensor  # buffers, registered in __init__
+    last_epoch: torch.Tensor
+    weight: torch.Tensor
+    weight_epoch: torch.Tensor
+
     def __init__(self, num_samples: int, beta: float = 0.97):
         """``num_samples``: N, the training-set size (indices 0 .. N-1); ``beta``: the EMA factor."""
         super().__init__()

@@ -22,14 +22,17 @@ from __future__ import annotations
 import copy
 import math
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
-def _conv_like(cls: type, conv: nn.Conv2d) -> nn.Conv2d:
+_Conv = TypeVar("_Conv", bound=nn.Conv2d)
+
+
+def _conv_like(cls: Callable[..., _Conv], conv: nn.Conv2d) -> _Conv:
     """A ``cls`` convolution with ``conv``'s geometry sharing its Parameter objects, so a
     converted model keeps its weights (and the optimiser's references to them)."""
     new = cls(
@@ -45,6 +48,8 @@ def _conv_like(cls: type, conv: nn.Conv2d) -> nn.Conv2d:
 
 class MaskedConv2d(nn.Conv2d):
     """``nn.Conv2d`` with a binary weight mask used only when ``self.pruned`` is True."""
+
+    prune_mask: torch.Tensor  # buffer, registered in __init__
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -118,7 +123,7 @@ def convert_to_prunable(module: nn.Module) -> nn.Module:
     return module
 
 
-def _switchable(module: nn.Module) -> Iterator[nn.Module]:
+def _switchable(module: nn.Module) -> Iterator[MaskedConv2d | DualBatchNorm]:
     for m in module.modules():
         if isinstance(m, (MaskedConv2d, DualBatchNorm)):
             yield m
@@ -143,6 +148,7 @@ def pruned_branch(*modules: nn.Module):
 
 
 class PrunableNetwork(nn.Module):
+    mask_epoch: torch.Tensor  # buffer, registered in __init__ when the network prunes
     """A network converted by :func:`convert_to_prunable`; ``forward(x, pruned=False)``.
 
     Dense by default, so ``backbone(x)`` of an SDCLR model is the dense network with the dense
@@ -189,6 +195,7 @@ class PrunableNetwork(nn.Module):
         Every rank computes the same mask (identical weights, identically seeded random part);
         the masks are then broadcast from rank 0 so that they agree whatever the DDP settings.
         """
+        assert self.ratio is not None, "built without prune_ratio: this network has no masks to recompute"
         generator = None
         if self.random_ratio > 0:
             generator = torch.Generator(device=self.mask_epoch.device)

@@ -33,6 +33,14 @@ from ltcl_lightning.utils import dist
 
 
 class VMFEstimator(nn.Module):
+    seed: torch.Tensor  # buffers, registered in __init__
+    num_resets: torch.Tensor
+    window_epoch: torch.Tensor
+    mean_old: torch.Tensor
+    count_old: torch.Tensor
+    mean_new: torch.Tensor
+    count_new: torch.Tensor
+
     def __init__(self, num_classes: int, dim: int, seed: int = 0, kappa_max: float = 1e5, init_resultant: float = 0.9):
         """
         Args:

@@ -3,8 +3,11 @@
 Reads the per-class CSV that :class:`ltcl_lightning.callbacks.report.LongTailReport` writes
 (``per_class_<split>.csv``, one row per class and evaluation) and writes PNG figures:
 
-* ``per_class_<split>.png``: per-class accuracy with classes sorted by training count (head to
-  tail), coloured by Many / Medium / Few, training count on a log axis;
+* ``per_class_<split>.png``: per-class accuracy (%) with classes sorted by training count (head
+  to tail), coloured by Many / Medium / Few, a marker on every class at 0 %, the group
+  boundaries and group means as lines, training count on a log axis, the legend outside the
+  axes (not over the tail); above ``MAX_BARS`` classes (ImageNet-LT, iNaturalist) one bar per
+  log-training-count bin;
 * ``groups_<split>.png``: overall / Many / Medium / Few accuracy (one bar per run);
 * ``compare_<split>.png`` (two runs): both runs' per-class accuracy side by side, sorted by the
   first run's training counts, and the per-class difference.
@@ -156,49 +159,106 @@ def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1):
     return fig, axes
 
 
+def log_count_bins(train_count: np.ndarray, n_bins: int = 20) -> np.ndarray:
+    """Bin index of every class by log training count (equal-width bins in log10, head = bin 0)."""
+    logc = np.log10(np.maximum(train_count, 1).astype(np.float64))
+    lo, hi = logc.min(), logc.max()
+    if hi - lo < 1e-12:
+        return np.zeros(len(train_count), dtype=np.int64)
+    edges = np.linspace(lo, hi, n_bins + 1)
+    # bin 0 holds the most frequent classes (head left, as the per-class bars)
+    return (n_bins - 1 - np.clip(np.digitize(logc, edges[1:-1]), 0, n_bins - 1)).astype(np.int64)
+
+
+def _group_spans(grp: np.ndarray) -> list[tuple[int, int, int]]:
+    """(group, start, end) of the contiguous runs of ``grp`` (classes in head-to-tail order)."""
+    spans, start = [], 0
+    for i in range(1, len(grp) + 1):
+        if i == len(grp) or grp[i] != grp[start]:
+            spans.append((int(grp[start]), start, i))
+            start = i
+    return spans
+
+
 def _per_class_axes(ax, pc: PerClass, order: np.ndarray, offset: float = 0.0, width: float = 0.8, label_prefix: str = "", alpha: float = 1.0):
+    """Per-class accuracy in %, head to tail: bars coloured by group, a marker on every class at
+    0 % (a bar of height 0 is invisible), group boundaries and each group's mean as a line."""
     x = np.arange(pc.num_classes)
-    acc = pc.accuracy[order]
+    acc = 100 * pc.accuracy[order]
     grp = pc.group[order]
-    if pc.num_classes <= MAX_BARS:
-        for g, gname in enumerate(GROUP_NAMES):
-            sel = grp == g
-            if sel.any():
-                ax.bar(x[sel] + offset, acc[sel], width=width, color=GROUP_COLORS[gname], alpha=alpha,
-                       label=f"{label_prefix}{GROUP_LABELS[gname]} ({int(sel.sum())})")
-    else:
-        for g, gname in enumerate(GROUP_NAMES):
-            sel = grp == g
-            if sel.any():
-                ax.plot(x[sel], acc[sel], ".", ms=1.5, color=GROUP_COLORS[gname], alpha=0.4 * alpha,
-                        label=f"{label_prefix}{GROUP_LABELS[gname]} ({int(sel.sum())})")
-        k = max(5, pc.num_classes // 50)
-        smooth = np.convolve(acc, np.ones(k) / k, mode="valid")
-        ax.plot(np.arange(len(smooth)) + (k - 1) / 2, smooth, "-", color="black", lw=1.5, label=f"{label_prefix}moving mean ({k} classes)")
+    for g, gname in enumerate(GROUP_NAMES):
+        sel = grp == g
+        if sel.any():
+            ax.bar(x[sel] + offset, acc[sel], width=width, color=GROUP_COLORS[gname], alpha=alpha,
+                   label=f"{label_prefix}{GROUP_LABELS[gname]} ({int(sel.sum())})")
+    zero = acc == 0
+    if zero.any():
+        ax.plot(x[zero] + offset, np.zeros(int(zero.sum())), "v", ms=4, color="black", clip_on=False,
+                label=f"{label_prefix}0 % ({int(zero.sum())} classes)")
+    _group_lines(ax, pc, grp, acc)
+
+
+def _group_lines(ax, pc: PerClass, grp: np.ndarray, acc: np.ndarray, x: np.ndarray | None = None) -> None:
+    x = np.arange(len(grp)) if x is None else x
+    """Dotted group boundaries, and each group's mean (of its classes' accuracies) as a dashed line."""
+    summary = pc.summary()
+    labelled: set[int] = set()
+    for k, (g, start, end) in enumerate(_group_spans(grp)):
+        if k:
+            ax.axvline(x[start] - 0.5, color="gray", lw=0.8, ls=":")
+        gname = GROUP_NAMES[g]
+        ax.hlines(100 * summary[gname], x[start] - 0.5, x[end - 1] + 0.5, color=GROUP_COLORS[gname], lw=2, ls="--",
+                  label=None if g in labelled else f"{GROUP_LABELS[gname]} mean {100 * summary[gname]:.1f} %")
+        labelled.add(g)
 
 
 def per_class_figure(pc: PerClass, title: str | None = None):
-    """Per-class accuracy, classes sorted by training count (head left, tail right)."""
+    """Per-class accuracy (%), classes sorted by training count (head left, tail right); with
+    more than ``MAX_BARS`` classes, one bar per log-training-count bin (mean accuracy of its
+    classes). Group boundaries and group means as lines, the legend outside the axes."""
     order = pc.order()
-    fig, axes = _figure(min(16.0, 6.0 + 0.06 * min(pc.num_classes, MAX_BARS)), 4.5)
+    many = pc.num_classes > MAX_BARS
+    fig, axes = _figure(min(16.0, 7.5 + 0.06 * min(pc.num_classes, MAX_BARS)), 4.5)
     ax = axes[0, 0]
-    _per_class_axes(ax, pc, order)
-    ax.set_xlim(-1, pc.num_classes)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("accuracy")
-    ax.set_xlabel("classes sorted by training count (head → tail)")
-    if pc.num_classes <= 30:
-        ax.set_xticks(np.arange(pc.num_classes), [pc.class_names[i] for i in order], rotation=90, fontsize=8)
     ax2 = ax.twinx()
-    ax2.plot(np.arange(pc.num_classes), pc.train_count[order], color="gray", lw=1.2, label="training count")
+    if many:
+        bins = log_count_bins(pc.train_count)
+        used = np.unique(bins)
+        xs = np.arange(len(used))
+        acc = np.array([100 * pc.accuracy[bins == b].mean() for b in used])
+        cnt = np.array([np.median(pc.train_count[bins == b]) for b in used])
+        grp = np.array([np.bincount(pc.group[bins == b], minlength=3).argmax() for b in used])
+        for g, gname in enumerate(GROUP_NAMES):
+            sel = grp == g
+            if sel.any():
+                ax.bar(xs[sel], acc[sel], width=0.8, color=GROUP_COLORS[gname], label=f"{GROUP_LABELS[gname]} bins")
+        zero = acc == 0
+        if zero.any():
+            ax.plot(xs[zero], np.zeros(int(zero.sum())), "v", ms=4, color="black", clip_on=False, label="0 %")
+        _group_lines(ax, pc, grp, acc, xs)
+        sizes = [int((bins == b).sum()) for b in used]
+        ax.set_xticks(xs, [f"{int(c)}\n({n})" for c, n in zip(cnt, sizes)], fontsize=7)
+        ax.set_xlabel("training images per class, median of the bin (classes in the bin); log-count bins, head → tail")
+        ax2.plot(xs, cnt, color="gray", lw=1.2, label="training count (median)")
+        ax.set_xlim(-1, len(used))
+    else:
+        _per_class_axes(ax, pc, order)
+        ax.set_xlim(-1, pc.num_classes)
+        ax.set_xlabel("classes sorted by training count (head → tail)")
+        if pc.num_classes <= 30:
+            ax.set_xticks(np.arange(pc.num_classes), [pc.class_names[i] for i in order], rotation=90, fontsize=8)
+        ax2.plot(np.arange(pc.num_classes), pc.train_count[order], color="gray", lw=1.2, label="training count")
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("accuracy (%)")
     ax2.set_yscale("log")
     ax2.set_ylabel("training images (log)")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, loc="upper right", fontsize=8)
+    # outside the axes: a legend inside would cover the tail classes
+    ax.legend(h1 + h2, l1 + l2, loc="upper left", bbox_to_anchor=(1.1, 1.0), fontsize=8, borderaxespad=0)
     s = pc.summary()
     ax.set_title(title or (
-        f"{pc.name} (epoch {pc.epoch}): overall {100 * s['acc']:.1f}, Many {100 * s['many']:.1f}, "
+        f"{pc.name} (epoch {pc.epoch}): overall {100 * s['acc']:.1f} %, Many {100 * s['many']:.1f}, "
         f"Medium {100 * s['medium']:.1f}, Few {100 * s['few']:.1f}"
     ), fontsize=10)
     return fig
@@ -238,28 +298,28 @@ def compare_figure(a: PerClass, b: PerClass):
     ax, axd = axes[0, 0], axes[1, 0]
     x = np.arange(a.num_classes)
     if a.num_classes <= MAX_BARS:
-        ax.bar(x - 0.2, a.accuracy[order], width=0.4, color="#1f77b4", label=a.name)
-        ax.bar(x + 0.2, b.accuracy[order], width=0.4, color="#ff7f0e", label=b.name)
+        ax.bar(x - 0.2, 100 * a.accuracy[order], width=0.4, color="#1f77b4", label=a.name)
+        ax.bar(x + 0.2, 100 * b.accuracy[order], width=0.4, color="#ff7f0e", label=b.name)
     else:
         k = max(5, a.num_classes // 50)
         for pc, col in ((a, "#1f77b4"), (b, "#ff7f0e")):
-            acc = pc.accuracy[order]
+            acc = 100 * pc.accuracy[order]
             ax.plot(x, acc, ".", ms=1.5, color=col, alpha=0.3)
             smooth = np.convolve(acc, np.ones(k) / k, mode="valid")
             ax.plot(np.arange(len(smooth)) + (k - 1) / 2, smooth, "-", color=col, lw=1.5, label=f"{pc.name} (moving mean, {k})")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 105)
     ax.set_xlim(-1, a.num_classes)
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel("accuracy (%)")
     sa, sb = a.summary(), b.summary()
     ax.set_title(
         f"{a.name}: overall {100 * sa['acc']:.1f} / Few {100 * sa['few']:.1f}   vs   "
         f"{b.name}: overall {100 * sb['acc']:.1f} / Few {100 * sb['few']:.1f}", fontsize=10)
-    ax.legend(fontsize=8, loc="upper right")
-    diff = (b.accuracy - a.accuracy)[order]
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # off the tail
+    diff = 100 * (b.accuracy - a.accuracy)[order]
     axd.bar(x, diff, width=1.0 if a.num_classes > MAX_BARS else 0.8, color=np.where(diff >= 0, "#2ca02c", "#d62728"))
     axd.axhline(0, color="black", lw=0.8)
     axd.set_xlim(-1, a.num_classes)
-    axd.set_ylabel(f"{b.name} − {a.name}")
+    axd.set_ylabel(f"{b.name} − {a.name} (points)")
     axd.set_xlabel("classes sorted by training count (head → tail)")
     if a.num_classes <= 30:
         for axx in (ax, axd):

@@ -131,3 +131,45 @@ def test_report_over_three_seeded_quickstart_runs_prints_mean_std(tmp_path, caps
     tex = (tmp_path / "rep" / "table.tex").read_text()
     assert "\\pm" in tex and "SimCLR & 3 &" in tex
     assert tmp_path / "rep" / "table.md" in written
+
+
+def _pc(acc, counts, groups):
+    from ltcl_lightning.report import PerClass
+
+    n = len(acc)
+    return PerClass("run", 3, [f"c{i}" for i in range(n)], np.asarray(counts), np.asarray(groups),
+                    np.asarray(acc, dtype=np.float64), np.full(n, 10))
+
+
+def test_per_class_figure_shows_zero_classes_groups_and_percent():
+    from ltcl_lightning.report import per_class_figure
+
+    counts = [500, 300, 100, 50, 20, 5]
+    acc = [0.9, 0.8, 0.5, 0.4, 0.0, 0.1]  # the class at 0 % must stay visible
+    groups = [0, 0, 1, 1, 2, 2]
+    ax = per_class_figure(_pc(acc, counts, groups)).axes[0]
+    assert ax.get_ylim() == (0, 105) and "%" in ax.get_ylabel()
+    zero_marks = [ln for ln in ax.get_lines() if ln.get_marker() == "v"]
+    assert len(zero_marks) == 1 and list(zero_marks[0].get_xdata()) == [4]
+    means = {c.get_label(): c.get_segments()[0][0][1] for c in ax.collections if "mean" in str(c.get_label())}
+    assert means == {"Many mean 85.0 %": pytest.approx(85.0), "Medium mean 45.0 %": pytest.approx(45.0),
+                     "Few mean 5.0 %": pytest.approx(5.0)}
+    boundaries = [ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+    assert boundaries == [1.5, 3.5]
+    legend = ax.get_legend()
+    legend.figure.canvas.draw()
+    assert legend.get_window_extent().x0 > ax.get_window_extent().x1  # off the axes, not over the tail
+
+
+def test_many_classes_are_binned_by_log_count():
+    from ltcl_lightning.report import log_count_bins, per_class_figure
+
+    counts = np.maximum(2, (1000 * 0.002 ** (np.arange(1000) / 999)).astype(int))  # 1000 -> 2, iNat-like
+    bins = log_count_bins(counts, 20)
+    assert bins.min() == 0 and bins.max() == 19 and bins[0] == 0 and bins[-1] == 19
+    assert (np.diff(bins) >= 0).all()  # monotone: head in bin 0
+    edges = np.linspace(np.log10(2), np.log10(1000), 21)
+    assert ((np.log10(counts) >= edges[19 - bins] - 1e-9) & (np.log10(counts) <= edges[20 - bins] + 1e-9)).all()
+    groups = np.where(counts > 100, 0, np.where(counts < 20, 2, 1))
+    ax = per_class_figure(_pc(np.linspace(1, 0, 1000), counts, groups)).axes[0]
+    assert len(ax.patches) == len(np.unique(bins)) <= 20

@@ -2,7 +2,7 @@
 and the printed summary table. A leaf (torch and numpy only): data, metrics, methods, callbacks
 and reports import it, so none of them imports another for the words.
 
-Specification: ``shared/specs/data_and_eval.md`` section 2.
+Specification: ``data_and_eval.md`` section 2.
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ def test_no_recipe_or_module_points_outside_the_package():
     offenders = []
     for path in [*(REPO / "experiments").rglob("*.yaml"), *(REPO / "ltcl_lightning").rglob("*.py")]:
         for n, line in enumerate(path.read_text().splitlines(), 1):
-            if "../" in line or "shared/splits" in line:
+            if "../" in line or "shared/" in line:  # the published copies and specs live outside the package
                 offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
     assert not offenders, offenders
 

@@ -1,7 +1,7 @@
 """BoostedCL's memorisation-boosted augmentation (Zhou et al., ICML 2022, "Contrastive Learning
 with Boosted Memorization", arXiv 2205.12693) and the datamodules that serve it.
 
-Specification: ``shared/specs/boosted_cl.md`` sections b, h and j. Each training item gets the
+Specification: ``boosted_cl.md`` sections b, h and j. Each training item gets the
 SimCLR CIFAR augmentation (crop scale (0.1, 1), bicubic) followed by a RandAugment whose
 strength comes from the sample's weight ``w`` in [0, 1] (large momentum loss = hard to
 memorise = large ``w``):

@@ -2,7 +2,7 @@
 Many / Medium / Few vocabulary is in :mod:`ltcl_lightning.longtail`).
 
 Pure numpy: no model, loss or Lightning import (see STYLE.md).
-Specification: ``shared/specs/data_and_eval.md`` section 1.
+Specification: ``data_and_eval.md`` section 1.
 """
 
 from __future__ import annotations

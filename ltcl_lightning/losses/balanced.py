@@ -2,7 +2,7 @@
 
 Zhu, Wang, Chen, Chen, Jiang, "Balanced Contrastive Learning for Long-Tailed Visual
 Recognition", CVPR 2022 (called "BCL" there; not BoostedCL). Specification:
-``shared/specs/balanced_cl.md``.
+``balanced_cl.md``.
 
 Items are the V*B view embeddings (the anchors) and the C class prototypes (items, never
 anchors). With n_k the number of items of class k in the batch (every view of every sample,

@@ -1,6 +1,6 @@
 """The contrastive building block, and NT-Xent (SimCLR) and SupCon on it.
 
-Specification: ``shared/specs/simclr_supcon.md``. :func:`contrastive_logits` is the kernel every
+Specification: ``simclr_supcon.md``. :func:`contrastive_logits` is the kernel every
 NT-Xent, SupCon and BalancedCL variant is written on: anchors = the V local view embeddings,
 items = the V views of the global batch (gathered with gradients; plus optional extra items such
 as class prototypes, never anchors), logits ``s_ab = <z_a, x_b> / T``, each anchor's own column

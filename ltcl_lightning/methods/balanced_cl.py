@@ -1,7 +1,7 @@
 """BalancedCL: Zhu, Wang, Chen, Chen, Jiang, "Balanced Contrastive Learning for Long-Tailed
 Visual Recognition", CVPR 2022 (called "BCL" in its paper; not BoostedCL). Official code:
 FlamieZhu/Balanced-Contrastive-Learning (ImageNet-LT, iNaturalist 2018). Spec:
-``shared/specs/balanced_cl.md``.
+``balanced_cl.md``.
 
 On the shared two-branch step (``TwoBranchMethod``: one backbone forward over [v1; v2; v3],
 logit-adjusted CE on the classifier logits of v1, projections z2, z3 of v2, v3)::

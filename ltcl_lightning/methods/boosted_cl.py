@@ -1,5 +1,5 @@
 """BoostedCL: Contrastive Learning with Boosted Memorization (Zhou, Yao, Wang, Han, Zhang;
-ICML 2022, PMLR 162:27367-27377, arXiv 2205.12693). Spec: ``shared/specs/boosted_cl.md``.
+ICML 2022, PMLR 162:27367-27377, arXiv 2205.12693). Spec: ``boosted_cl.md``.
 
 Samples that the network keeps failing to memorise (high *momentum loss*) are likely tail
 samples; BoostedCL gives them stronger augmentation. Per sample ``i`` the NT-Xent loss of the

@@ -1,6 +1,6 @@
 """ProCo: "Probabilistic Contrastive Learning for Long-Tailed Visual Recognition"
 (Du, Wang, Song, Huang; IEEE TPAMI 2024; arXiv 2403.06726; code LeapLabTHU/ProCo).
-Spec: ``shared/specs/proco.md``.
+Spec: ``proco.md``.
 
 On the two-branch framework (:class:`TwoBranchMethod`): the contrastive loss models each class's
 normalised projections as a von Mises-Fisher distribution estimated online

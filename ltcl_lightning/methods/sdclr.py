@@ -1,5 +1,5 @@
 """SDCLR: Self-Damaging Contrastive Learning (Jiang, Chen, Mortazavi, Wang; ICML 2021,
-arXiv 2106.02990). Spec: ``shared/specs/sdclr.md``; reference ``VITA-Group/SDCLR`` (f1490fc).
+arXiv 2106.02990). Spec: ``sdclr.md``; reference ``VITA-Group/SDCLR`` (f1490fc).
 
 SimCLR where view 1 goes through the dense network and view 2 through a pruned copy of the
 same network (the "self-competitor"): every convolution weight is multiplied by a binary mask

@@ -3,7 +3,7 @@
 Shared by BalancedCL (Zhu et al., "Balanced Contrastive Learning for Long-Tailed Visual
 Recognition", CVPR 2022, code FlamieZhu/Balanced-Contrastive-Learning) and ProCo (Du et al.,
 "Probabilistic Contrastive Learning for Long-Tailed Visual Recognition", TPAMI 2024, code
-LeapLabTHU/ProCo, which descends from BCL). Spec: ``shared/specs/proco.md`` (c)-(e).
+LeapLabTHU/ProCo, which descends from BCL). Spec: ``proco.md`` (c)-(e).
 
 One training step (spec proco.md section 0)::
 

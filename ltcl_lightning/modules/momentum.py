@@ -1,6 +1,6 @@
 """BoostedCL's momentum loss and per-sample weights (Zhou et al., ICML 2022, arXiv 2205.12693).
 
-Specification: ``shared/specs/boosted_cl.md`` sections a, b, h. Per training sample ``i``, with
+Specification: ``boosted_cl.md`` sections a, b, h. Per training sample ``i``, with
 ``l_i`` its tracked loss (the method's per-sample loss of the training forward pass, detached):
 
 - momentum loss: the first update stores ``l_i``; later ones ``m_i <- (1 - beta) l_i + beta m_i``

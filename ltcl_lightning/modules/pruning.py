@@ -1,4 +1,4 @@
-"""Building blocks of SDCLR's self-competitor (Jiang et al., ICML 2021; spec ``shared/specs/sdclr.md``).
+"""Building blocks of SDCLR's self-competitor (Jiang et al., ICML 2021; spec ``sdclr.md``).
 
 - :class:`MaskedConv2d`: a convolution that runs dense (``conv(x, w)``) or pruned
   (``conv(x, w * mask)``); the mask is a registered, persistent ``bool`` buffer (in the

@@ -22,8 +22,8 @@ import time
 import numpy as np
 import torch
 
-from ltcl_lightning.methods.simclr import SimCLR
 from ltcl_lightning.methods.sdclr import SDCLR
+from ltcl_lightning.methods.simclr import SimCLR
 from ltcl_lightning.modules.pruning import masked_convs, prune_global
 
 
@@ -93,8 +93,8 @@ def main() -> None:
         "SimCLR (2-layer head, 2B fwd)": _step_fn(simclr, b, torch.optim.SGD(simclr.parameters(), lr=0.01, momentum=0.9)),
         "SDCLR (3-layer dual-BN head)": _step_fn(sdclr, b, torch.optim.SGD(sdclr.parameters(), lr=0.01, momentum=0.9)),
         "SDCLR (2-layer dual-BN head)": _step_fn(sdclr2, b, torch.optim.SGD(sdclr2.parameters(), lr=0.01, momentum=0.9)),
-        "mask recompute R18 (kthvalue)": lambda: prune_global(sdclr.backbone, 0.9),
-        "mask recompute R18 (reference numpy sort)": lambda: _reference_numpy_threshold(sdclr),
+        "mask recompute R18 (kthvalue)": lambda m=sdclr: prune_global(m.backbone, 0.9),
+        "mask recompute R18 (reference numpy sort)": lambda m=sdclr: _reference_numpy_threshold(m),
     }
     for fn in variants.values():  # warm-up
         fn()

@@ -19,10 +19,10 @@ import torch
 from torchvision.transforms import v2
 
 from ltcl_lightning.callbacks.temperature import TemperatureSchedule
-from ltcl_lightning.longtail import format_table
 from ltcl_lightning.data.boosted import BoostedDataModuleMixin
 from ltcl_lightning.data.digits import DigitsLTDataModule
-from ltcl_lightning.methods import CrossEntropy, SDCLR, BalancedCL, BoostedCL, ProCo, SimCLR, SupCon
+from ltcl_lightning.longtail import format_table
+from ltcl_lightning.methods import SDCLR, BalancedCL, BoostedCL, CrossEntropy, ProCo, SimCLR, SupCon
 from ltcl_lightning.methods.hard_negative import DebiasedSimCLR, HardNegativeSimCLR
 from ltcl_lightning.methods.kcl import KCL, TSC
 from ltcl_lightning.methods.paco import GPaCo, PaCo

@@ -308,7 +308,7 @@ def run(cfg: Namespace, dm: LongTailDataModule, loaded: tuple) -> dict:
         x_test, y_test = feat(IndexedDataset(test_base, test_base.targets, tf), "test features")
     else:
         ds_sets, test_ds = generic_sets(dm, shots)
-        for shot, items in ds_sets.items():
+        for items in ds_sets.values():
             for name, ds in items:
                 features[name] = feat(ds, f"{name} features")
         names_by_shot = {shot: [n for n, _ in items] for shot, items in ds_sets.items()}

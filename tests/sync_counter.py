@@ -95,7 +95,7 @@ class SyncCounter:
         self._saved.append((owner, name, original))
         setattr(owner, name, wrapper)
 
-    def __enter__(self) -> "SyncCounter":
+    def __enter__(self) -> SyncCounter:
         for name in self._TENSOR_METHODS:
             self._wrap(torch.Tensor, name, f"Tensor.{name}")
         for name in self._TORCH_FUNCS:

@@ -16,8 +16,8 @@ import torch
 from ltcl_lightning.data.boosted import BoostedCIFAR100LTDataModule
 from ltcl_lightning.data.longtail import class_counts_from_profile
 from ltcl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD
-from ltcl_lightning.methods.linear_probe import load_pretrained
 from ltcl_lightning.methods.boosted_cl import BoostedCL
+from ltcl_lightning.methods.linear_probe import load_pretrained
 from ltcl_lightning.probe import main, train_linear
 
 N_TEST = 300

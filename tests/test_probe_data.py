@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from test_knn import numpy_knn
 
 from ltcl_lightning.data.digits import DigitsLTDataModule
 from ltcl_lightning.data.imagenet import ImageNet100LTDataModule
@@ -17,7 +18,6 @@ from ltcl_lightning.longtail import GROUP_NAMES, class_groups
 from ltcl_lightning.methods.linear_probe import LinearProbe, load_pretrained
 from ltcl_lightning.methods.simclr import SimCLR
 from ltcl_lightning.probe import main
-from test_knn import numpy_knn
 
 FAST = ["--epochs", "2", "--num-workers", "0", "--device", "cpu", "--no-progress", "--knn-k", "20"]
 

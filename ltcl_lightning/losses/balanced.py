@@ -27,7 +27,7 @@ the same weights. Logits and masks come from ``losses.contrastive.contrastive_lo
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

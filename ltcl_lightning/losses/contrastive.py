@@ -19,7 +19,8 @@ and reduces per anchor with :func:`per_sample_mean`. Nothing here syncs the host
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
 
 import torch
 

@@ -15,7 +15,7 @@ torchvision's keys (:func:`to_torchvision_state_dict`, :data:`TORCHVISION_EQUIVA
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -65,7 +65,7 @@ class CifarResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(widths[0])
         layers = []
         in_planes = widths[0]
-        for i, (w, n, s) in enumerate(zip(widths, blocks, strides)):
+        for w, n, s in zip(widths, blocks, strides):
             stage = []
             for j in range(n):
                 stage.append(BasicBlock(in_planes, w, s if j == 0 else 1, shortcut))

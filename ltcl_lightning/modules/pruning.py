@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
-
 
 _Conv = TypeVar("_Conv", bound=nn.Conv2d)
 
@@ -58,7 +58,7 @@ class MaskedConv2d(nn.Conv2d):
         self.pruned = False
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d) -> "MaskedConv2d":
+    def from_conv(cls, conv: nn.Conv2d) -> MaskedConv2d:
         if type(conv) is not nn.Conv2d:
             raise TypeError(f"can only convert a plain nn.Conv2d, got {type(conv).__name__}")
         return _conv_like(cls, conv)

@@ -7,7 +7,7 @@ so the single-process case is the same code path with a world size of 1.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -61,7 +60,7 @@ def _independent_eval(model, dm) -> tuple[np.ndarray, np.ndarray]:
     model.eval()
     preds, targets = [], []
     with torch.no_grad():
-        for index, views, target in dm.val_dataloader():
+        for _, views, target in dm.val_dataloader():
             preds.append(model.classify(views[0]).argmax(1).numpy())
             targets.append(target.numpy())
     return np.concatenate(preds), np.concatenate(targets)

@@ -60,14 +60,14 @@ def test_bad_split_file_reaches_the_user(cifar100_dir, tmp_path):
     np.save(tmp_path / "dup.npy", np.array([3, 3, 4]))
     dm = CIFAR100LTDataModule(str(cifar100_dir), split_file=str(tmp_path / "dup.npy"))
     with pytest.raises(ValueError, match="repeats"):
-        dm.class_counts
+        _ = dm.class_counts
 
 
 def test_split_file_missing_classes(cifar100_dir, tmp_path):
     np.save(tmp_path / "few.npy", np.arange(20))
     dm = CIFAR100LTDataModule(str(cifar100_dir), split_file=str(tmp_path / "few.npy"))
     with pytest.raises(ValueError, match="classes have no training image"):
-        dm.class_counts
+        _ = dm.class_counts
 
 
 def test_batch_larger_than_train_set_with_drop_last():

@@ -2,9 +2,8 @@
 
 from pathlib import Path
 
-from PIL import Image
-
 from fixtures_images import IMAGENET_LT_TRAIN_COUNTS, INAT_TRAIN_COUNTS
+from PIL import Image
 
 
 def _lines(path):

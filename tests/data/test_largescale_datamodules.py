@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from fixtures_images import IMAGENET100_LT_TRAIN_COUNTS, IMAGENET_LT_TRAIN_COUNTS, INAT_TRAIN_COUNTS
 from torchvision.transforms import v2
 
 from ltcl_lightning.cli import cli_main
@@ -16,8 +17,6 @@ from ltcl_lightning.data.inaturalist import INaturalist2018DataModule, read_coco
 from ltcl_lightning.data.listfile import resize_for
 from ltcl_lightning.data.samplers import ClassAwareSampler, InstanceSampler
 from ltcl_lightning.data.transforms import IMAGENET_MEAN, INAT_MEAN, INAT_STD
-
-from fixtures_images import IMAGENET100_LT_TRAIN_COUNTS, IMAGENET_LT_TRAIN_COUNTS, INAT_TRAIN_COUNTS
 
 
 def _fit_one_step(tmp_path, data_class: str, data_args: dict, model: str = "ltcl_lightning.methods.simclr.SimCLR"):
@@ -48,7 +47,8 @@ def test_imagenet100_lt_fit_one_step_with_sampler(imagenet100_lt_folder, tmp_pat
     cli = _fit_one_step(tmp_path, "ltcl_lightning.data.imagenet.ImageNet100LTDataModule", {
         **{k: f[k] for k in ("data_dir", "train_list", "test_list", "num_classes")},
         "fewshot_list": f["fewshot_list"], "sampler": "class_balanced",
-        "train_views": "[randaugment, simclr_blur, simclr]"})
+        "train_views": "[randaugment, simclr_blur, simclr]"},
+        model="ltcl_lightning.methods.balanced_cl.BalancedCL")  # three views (SimCLR refuses a third)
     assert cli.trainer.global_step == 1
     dm = cli.datamodule
     assert isinstance(cli.trainer.train_dataloader.sampler, ClassAwareSampler)

@@ -121,10 +121,10 @@ def test_label_outside_range(tmp_path):
     tr, te = _lists(tmp_path, [0, 1, 2, 5], [0, 1, 2])
     dm = ImageNetLTDataModule(data_dir=str(tmp_path), train_list=tr, test_list=te, num_classes=4)
     with pytest.raises(ValueError, match=r"outside \[0, 4\).*label 5 at line 4"):
-        dm.class_counts
+        _ = dm.class_counts
     tr, te = _lists(tmp_path, [0, -1, 1], [0, 1])
     with pytest.raises(ValueError, match=r"label -1 at line 2"):
-        ImageNetLTDataModule(data_dir=str(tmp_path), train_list=tr, test_list=te, num_classes=2).class_counts
+        _ = ImageNetLTDataModule(data_dir=str(tmp_path), train_list=tr, test_list=te, num_classes=2).class_counts
 
 
 def test_class_without_training_image(tmp_path):
@@ -134,7 +134,7 @@ def test_class_without_training_image(tmp_path):
     # the published default (1000) on a 3-class list names the right count
     tr, te = _lists(tmp_path, [0, 1, 2], [0, 1, 2])
     with pytest.raises(ValueError, match="pass num_classes=3"):
-        ImageNetLTDataModule(data_dir=str(tmp_path), train_list=tr, test_list=te).class_counts
+        _ = ImageNetLTDataModule(data_dir=str(tmp_path), train_list=tr, test_list=te).class_counts
 
 
 def test_train_and_test_class_sets_differ(tmp_path):

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from ltcl_lightning.data.longtail import class_counts_from_profile, load_index_file, select_longtail_indices
 from ltcl_lightning.longtail import class_groups

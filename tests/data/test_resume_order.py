@@ -109,8 +109,8 @@ def test_boosted_cl_mid_epoch_resume_updates_each_sample_once(cifar10_dir, small
     _trainer(tmp_path / "resumed", [log]).fit(resumed, dm(), ckpt_path=str(tmp_path / "ck" / "step=4.ckpt"))
     assert log.steps == full_log.steps[4:]
     # which samples the momentum memory updated in which epoch depends only on the order
-    assert torch.equal(resumed.momentum_epoch, full.momentum_epoch)
-    assert (resumed.momentum_epoch == 1).all()
+    assert torch.equal(resumed.momentum.last_epoch, full.momentum.last_epoch)
+    assert (resumed.momentum.last_epoch == 1).all()
 
 
 # ----- the sampler state ----------------------------------------------------------------------------

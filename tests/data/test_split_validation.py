@@ -32,7 +32,7 @@ def test_cifar100_split_is_refused_by_cifar10(cifar10_dir, splits_dir):
     # before: accepted; CIFAR-10 trained on a near-balanced 9,754-image subset (956 .. 1017 per class)
     dm = CIFAR10LTDataModule(data_dir=str(cifar10_dir), split_file=str(splits_dir / "cifar100/split1_D_i.npy"))
     with pytest.raises(ValueError, match=r"does not look like a CIFAR-10 subset.*per class 956 \.\. 1017.*CIFAR-100 files"):
-        dm.class_counts
+        _ = dm.class_counts
 
 
 def test_cifar10_split_is_refused_by_cifar100_also_as_validation_split(cifar100_dir, splits_dir):
@@ -47,7 +47,7 @@ def test_random_subset_accepted_when_asked(cifar10_dir, tmp_path):
     path = tmp_path / "random.npy"
     np.save(path, np.random.default_rng(0).choice(50000, 5000, replace=False))
     with pytest.raises(ValueError, match="label-blind"):
-        CIFAR10LTDataModule(data_dir=str(cifar10_dir), split_file=str(path)).class_counts
+        _ = CIFAR10LTDataModule(data_dir=str(cifar10_dir), split_file=str(path)).class_counts
     dm = CIFAR10LTDataModule(data_dir=str(cifar10_dir), split_file=str(path), check_split_labels=False)
     assert sum(dm.class_counts) == 5000
 
@@ -67,4 +67,4 @@ def test_damaged_cifar_batch_file_is_named(damage, cifar10_dir, tmp_path):
     bad.write_bytes({"truncated": data[: len(data) // 3], "random": os.urandom(2048), "empty": b""}[damage])
     dm = CIFAR10LTDataModule(data_dir=str(root), imbalance_factor=10)
     with pytest.raises(ValueError, match=r"file .*cifar-10-batches-py/data_batch_3 \(\d+ bytes\) is damaged"):
-        dm.class_counts
+        _ = dm.class_counts

@@ -7,9 +7,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from ddp_helpers import free_port
 
 from ltcl_lightning.losses.contrastive import nt_xent_loss, supcon_loss
-from ddp_helpers import free_port
 
 pytestmark = pytest.mark.ddp
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from ddp_helpers import free_port
 from torch.utils.data import DistributedSampler
 
 from ltcl_lightning.callbacks.momentum import MomentumWeightUpdate
 from ltcl_lightning.modules.momentum import MomentumLoss, momentum_weights
-from ddp_helpers import free_port
 
 pytestmark = pytest.mark.ddp
 

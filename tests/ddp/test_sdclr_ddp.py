@@ -13,13 +13,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
+from ddp_helpers import free_port
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ltcl_lightning.data.base import IndexedDataset, LongTailDataModule
 from ltcl_lightning.losses.contrastive import nt_xent_loss
 from ltcl_lightning.methods.sdclr import SDCLR
 from ltcl_lightning.modules.pruning import masked_convs, prune_global
-from ddp_helpers import free_port
 
 pytestmark = pytest.mark.ddp
 

@@ -9,10 +9,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from ddp_helpers import free_port
 
 from ltcl_lightning.losses.proco import proco_logits
 from ltcl_lightning.modules.vmf import VMFEstimator
-from ddp_helpers import free_port
 
 pytestmark = pytest.mark.ddp
 

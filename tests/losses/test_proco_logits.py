@@ -68,7 +68,7 @@ def test_logit_is_log_vmf_moment_generating_function():
     # ell_j(z) = log E_{x ~ vMF(mu_j, kappa_j)} exp(z.x / tau); in p = 3 the vMF is sampled
     # exactly (Wood 1994): w = 1 + log(u + (1 - u) e^{-2 kappa}) / kappa
     rng = np.random.default_rng(3)
-    p, tau, kappa = 3, 0.5, 4.0
+    tau, kappa = 0.5, 4.0  # p = 3
     mu = np.array([0.0, 0.0, 1.0])
     z = _unit(rng, 1, 3)[0]
     u = rng.uniform(size=400_000)

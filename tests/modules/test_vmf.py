@@ -80,7 +80,7 @@ def test_kappa_formula_and_clamps():
     est.mean_old.copy_(u * r[:, None])
     kappa = est.kappa()
     r32 = est.mean_old.norm(dim=1).double()
-    for i, rr in enumerate([0.3, 0.5, 0.9]):
+    for i in range(3):  # R = 0.3, 0.5, 0.9
         expected = p * float(r32[i]) / (1 - float(r32[i]) ** 2)
         assert float(kappa[i]) == pytest.approx(expected, rel=1e-5)
     assert float(kappa[2]) == pytest.approx(606.316, rel=1e-4)  # spec table: p 128, R 0.9

@@ -7,15 +7,13 @@ import errno
 import os
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 import torch
 
-from pathlib import Path
-
 from ltcl_lightning.utils import checkpoint as ckpt_mod
 from ltcl_lightning.utils.checkpoint import AtomicCheckpointIO, CheckpointError, check_checkpoint_classes, load_checkpoint
-
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -105,3 +105,12 @@ def test_recipe_header_names_the_page_with_its_differences(recipe):
     assert len(pages) == 1, f"{recipe}: the header should link its docs/methods page once"
     model = yaml.safe_load(text)["model"]["class_path"]
     assert not METHOD_PAGES[pages[0]] or model in METHOD_PAGES[pages[0]], f"{recipe}: docs/methods/{pages[0]} does not name {model}"
+
+
+@pytest.mark.parametrize("name", sorted(n for n, classes in METHOD_PAGES.items() if classes))
+def test_method_docstring_links_its_page(name):
+    """Said once: the page lists the differences from the official code; the module docstring
+    of the page's method (the first class it names) links it instead of repeating them."""
+    first = CLASS_RE.search((DOCS / "methods" / name).read_text()).group(0)
+    module = importlib.import_module(first.rpartition(".")[0])
+    assert f"docs/methods/{name}" in (module.__doc__ or ""), f"{module.__name__}'s docstring should link docs/methods/{name}"

@@ -1,7 +1,7 @@
 """Cross-entropy baseline with optional logit adjustment (Menon et al., ICLR 2021).
 
 ``tau = 1`` trains ``CE(f(x) + log pi, y)`` with pi the training class prior; ``tau = 0`` is
-plain CE. Evaluation uses the raw logits f(x).
+plain CE. Evaluation uses the raw logits f(x). Recipe and differences: ``docs/methods/cross_entropy.md``.
 """
 
 from __future__ import annotations

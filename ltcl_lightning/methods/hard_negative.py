@@ -4,15 +4,11 @@ lightly's decoupled ``DCLLoss``).
 
 The loss replaces NT-Xent through the family's per-sample hook (``contrastive_loss``), so every
 member takes it unchanged: SimCLR, SDCLR (dense vs pruned), BoostedCL BCL-I (the momentum loss
-tracks the hard-negative loss) and BCL-D. The formula, its limits and where it differs from the
-official code are in :mod:`ltcl_lightning.losses.hard_negative`; ``beta = 0`` is DCL,
+tracks the hard-negative loss) and BCL-D. The formula and its limits are in
+:mod:`ltcl_lightning.losses.hard_negative`; ``beta = 0`` is DCL,
 ``tau_plus = beta = 0`` is plain NT-Xent.
 
-Differences from the official code (deliberate): the loss is computed in log space (same value,
-no overflow at small temperatures or in half precision); under DDP the negatives are the whole
-global batch (``N = 2 B_global - 2``; the official code is single-process); the training recipe
-around the loss is the long-tail recipe of the family member (the official runs use Adam lr
-1e-3, batch 256, balanced CIFAR/STL-10).
+Differences from the official code: ``docs/methods/hard_negative.md``.
 """
 
 from __future__ import annotations

@@ -13,15 +13,7 @@ classifier on the frozen backbone trained with class-balanced sampling
 (:class:`~ltcl_lightning.methods.linear_probe.LinearProbe` with ``sampler: class_balanced``; see
 ``docs/methods/kcl_tsc.md``). During stage 1 the base's online probe monitors the features.
 
-Differences from the reference code (deliberate):
-
-- The queue starts empty (the reference starts with random keys labelled -1, negatives only) and
-  takes any batch size; queue, key encoder, centroids and targets are checkpointed.
-- The positives are drawn from random numbers seeded by ``(sample_seed, global step, rank)``: a
-  resume draws the same positives (the reference uses the unseeded global RNG).
-- No shuffled batch norm for the key encoder (a no-op on one GPU).
-- TSC targets are generated at construction by the official procedure from ``target_seed`` (the
-  reference loads a precomputed file); only ``--sep_t`` (the recipe's setting) is implemented.
+Differences from the reference code: ``docs/methods/kcl_tsc.md``.
 """
 
 from __future__ import annotations

@@ -18,19 +18,7 @@ backbone features, without the prior.
   anchors with their centre logits, the queue holds view-2 projections. Projector:
   Linear-ReLU-Linear-ReLU-Linear (no batch norm), as ``GPaCo/LT/moco/builder.py``.
 
-Differences from the official code (deliberate):
-
-- Under DDP the queries and keys of every rank are in the contrast set (gathered; queries with
-  gradients): the loss equals the single-process loss on the global batch. The official code
-  contrasts with its rank's own batch plus the queue (identical with one GPU, the CIFAR recipe).
-- The queue starts empty (the official one starts with random vectors and random labels, which
-  are false positives for the first steps) and accepts any batch size.
-- No shuffled BN for the key encoder (a no-op on one GPU).
-- The momentum encoder copies backbone + projector; the official also keeps an EMA copy of the
-  classifier, which it never uses.
-- Log-space softmax (the official max-subtraction and ``+ 1e-12`` give the same value).
-- GPaCo: both views go through the encoder in one forward (batch norm over 2B images; the
-  official runs the encoder twice, batch norm over B each).
+Differences from the official code: ``docs/methods/paco.md``.
 """
 
 from __future__ import annotations

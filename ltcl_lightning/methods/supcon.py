@@ -2,6 +2,7 @@
 
 Positives are all embeddings sharing the anchor's label (both views). Evaluated online by a
 linear probe on detached features (stage 2 = ``LinearProbe`` on the checkpoint).
+Differences from the official code: ``docs/methods/supcon.md``.
 """
 
 from __future__ import annotations

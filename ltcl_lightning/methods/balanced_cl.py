@@ -32,45 +32,30 @@ class BalancedCL(TwoBranchMethod):
     def __init__(
         self,
         num_classes: int,
-        backbone: str = "resnet32_cifar",
         temperature: float = 0.07,
-        ce_weight: float = 1.0,
         contrastive_weight: float = 0.35,
         gather: bool = True,
-        proj_hidden_dim: int | None = 512,
-        proj_dim: int = 128,
         **kwargs,
     ):
         """
         Args:
             temperature: T of the balanced contrastive loss (official 0.07).
-            ce_weight: alpha, weight of the logit-adjusted CE (official 1.0).
-            contrastive_weight: beta, weight of L_BalSCL (official 0.35).
+            contrastive_weight: beta, weight of L_BalSCL (official 0.35; alpha = ``ce_weight`` 1.0).
             gather: compute L_BalSCL over the batch of all ranks (default, as every contrastive
                 loss; see the module docstring); ``False``: each rank's batch alone.
-            proj_hidden_dim, proj_dim: shape of the projector and of ``head_fc`` (ImageNet-LT /
-                iNat: ``None`` (= backbone width 2048) and 1024).
-            **kwargs: ``TwoBranchMethod`` / ``LongTailMethod`` arguments (``cosine_classifier``,
-                ``logit_adjust_tau``, optimiser, schedule, ...).
+            **kwargs: ``TwoBranchMethod`` / ``LongTailMethod`` arguments (``proj_hidden_dim``,
+                ``proj_dim``: the shape of the projector and of ``head_fc``, ImageNet-LT / iNat
+                ``None`` (= backbone width 2048) and 1024; ``cosine_classifier``, optimiser, ...).
         """
         if num_classes < 2:
             # head_fc's BatchNorm normalises over the C prototypes: it needs C >= 2 in training
             raise ValueError(f"BalancedCL needs num_classes >= 2 (head_fc normalises over classes), got {num_classes}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        super().__init__(
-            num_classes,
-            backbone,
-            proj_hidden_dim=proj_hidden_dim,
-            proj_dim=proj_dim,
-            ce_weight=ce_weight,
-            contrastive_weight=contrastive_weight,
-            **kwargs,
-        )
+        super().__init__(num_classes, contrastive_weight=contrastive_weight, **kwargs)
         self.temperature = temperature
         self.gather = gather
-        hidden = self.feat_dim if proj_hidden_dim is None else proj_hidden_dim
-        self.head_fc = ProjectionHead(self.feat_dim, hidden, proj_dim, num_layers=2, last_bn=False)
+        self.head_fc = ProjectionHead(self.feat_dim, self.proj_hidden_dim, self.proj_dim, num_layers=2, last_bn=False)
 
     def class_weights(self) -> torch.Tensor:
         """The classifier's weight vectors w_k as a (C, d) tensor (with gradient)."""

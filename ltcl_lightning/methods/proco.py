@@ -38,11 +38,7 @@ class ProCo(TwoBranchMethod):
     def __init__(
         self,
         num_classes: int,
-        backbone: str = "resnet32_cifar",
         temperature: float = 0.1,
-        proj_hidden_dim: int | None = 512,
-        proj_dim: int = 128,
-        contrastive_weight: float = 1.0,
         kappa_max: float = 1e5,
         estimator_seed: int = 0,
         **kwargs,
@@ -50,23 +46,19 @@ class ProCo(TwoBranchMethod):
         """
         Args:
             temperature: tau of the contrastive term (CIFAR 0.1, ImageNet-LT / iNat 0.07).
-            proj_dim: p, the vMF dimension (CIFAR 128, ImageNet-LT / iNat 1024).
-            contrastive_weight: alpha (1.0 in every official recipe).
             kappa_max: the official clamp of the concentrations (1e5).
             estimator_seed: seed of the estimators' random initial means (same on every rank).
-            kwargs: :class:`TwoBranchMethod` / ``LongTailMethod`` arguments (classifier,
-                optimiser, schedule, grouping, ...).
+            kwargs: :class:`TwoBranchMethod` / ``LongTailMethod`` arguments (``proj_dim``: p, the
+                vMF dimension, CIFAR 128, ImageNet-LT / iNat 1024; ``contrastive_weight``: alpha,
+                1.0 in every official recipe; classifier, optimiser, schedule, grouping, ...).
         """
-        super().__init__(
-            num_classes, backbone, proj_hidden_dim=proj_hidden_dim, proj_dim=proj_dim,
-            contrastive_weight=contrastive_weight, **kwargs,
-        )
+        super().__init__(num_classes, **kwargs)
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        if proj_dim < 2:
-            raise ValueError(f"ProCo needs proj_dim >= 2 (a vMF on the sphere S^(p-1)), got {proj_dim}")
+        if self.proj_dim < 2:
+            raise ValueError(f"ProCo needs proj_dim >= 2 (a vMF on the sphere S^(p-1)), got {self.proj_dim}")
         self.temperature = temperature
-        self.estimator = VMFEstimator(num_classes, proj_dim, seed=estimator_seed, kappa_max=kappa_max)
+        self.estimator = VMFEstimator(num_classes, self.proj_dim, seed=estimator_seed, kappa_max=kappa_max)
 
     # ----- estimation window ---------------------------------------------------------------------
     def configure_callbacks(self):

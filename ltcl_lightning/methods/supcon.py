@@ -1,7 +1,8 @@
 """SupCon (Khosla et al., NeurIPS 2020), stage 1 of the two-stage protocol.
 
-Positives are all embeddings sharing the anchor's label (both views). Evaluated online by a
-linear probe on detached features (stage 2 = ``LinearProbe`` on the checkpoint).
+"L_out" over the 2B embeddings (``losses/contrastive.py``), positives P(a) = every other
+embedding with the anchor's label: ``l_a = -1/|P(a)| sum_{p in P(a)} log softmax_{b != a}(<z_a, z_b> / T)[p]``.
+Evaluated online by a linear probe on detached features (stage 2 = ``LinearProbe`` on the checkpoint).
 Differences from the official code: ``docs/methods/supcon.md``.
 """
 

@@ -84,9 +84,9 @@ class TwoBranchMethod(LongTailMethod):
             self.classifier: nn.Module = NormedLinear(self.feat_dim, num_classes, scale=classifier_scale)
         else:
             self.classifier = nn.Linear(self.feat_dim, num_classes)
-        hidden = self.feat_dim if proj_hidden_dim is None else proj_hidden_dim
+        self.proj_hidden_dim = self.feat_dim if proj_hidden_dim is None else proj_hidden_dim
         # official head: Linear(d, d') -> BN -> ReLU -> Linear(d', p), biases on both linears
-        self.projector = ProjectionHead(self.feat_dim, hidden, proj_dim, num_layers=2, last_bn=False)
+        self.projector = ProjectionHead(self.feat_dim, self.proj_hidden_dim, proj_dim, num_layers=2, last_bn=False)
 
     # ----- what subclasses implement ------------------------------------------------------------
     def contrastive_loss(

@@ -109,8 +109,8 @@ class SimCLRAugment(Augmentation):
             raise ValueError(f"interpolation must be 'bilinear' or 'bicubic', got {interpolation!r}")
         if len(jitter) != 4 or min(jitter) < 0 or jitter[3] > 0.5:
             raise ValueError(f"jitter must be 4 non-negative strengths (hue <= 0.5), got {tuple(jitter)}")
-        self.scale = tuple(float(s) for s in scale)
-        self.ratio = tuple(float(r) for r in ratio)
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.ratio = (float(ratio[0]), float(ratio[1]))
         self.interpolation = interpolation
         self.flip = flip
         self.jitter = tuple(float(j) for j in jitter)
@@ -145,7 +145,7 @@ class SimCLRAugment(Augmentation):
         boxes = []
         for im in images:
             params = B.random_resized_crop_params(host, 1, im.shape[-2], im.shape[-1], self.scale, self.ratio)
-            boxes.append(tuple(int(p[0]) for p in params))
+            boxes.append((int(params[0][0]), int(params[1][0]), int(params[2][0]), int(params[3][0])))
         return self.after_crop(crop_each(images, boxes, size, self.interpolation), generator)
 
     def after_crop(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -202,9 +202,12 @@ def _crop_flip(x: torch.Tensor, g: torch.Generator, size: int, pad: int) -> torc
 
 def _policy_table(policies, space, height: int, width: int, device) -> tuple[torch.Tensor, ...]:
     """(P, 2) op ids, probabilities, magnitudes, signed flags of torchvision AutoAugment policies."""
-    ops, probs, mags, signed = [], [], [], []
+    ops: list[list] = []
+    probs: list[list] = []
+    mags: list[list] = []
+    signed: list[list] = []
     for policy in policies:
-        row = [], [], [], []
+        row: tuple[list, list, list, list] = ([], [], [], [])
         for name, p, idx in policy:
             fn, is_signed = space[name]
             m = fn(10, height, width)

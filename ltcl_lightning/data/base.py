@@ -9,8 +9,9 @@ of image tensors (one per view; evaluation has one view), ``target`` a LongTenso
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import cached_property
-from typing import Callable, Literal, Sequence
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -66,8 +67,8 @@ class IndexedDataset(Dataset):
         data = getattr(self.base, "data", None)
         if isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 4:
             imgs = torch.from_numpy(data).permute(0, 3, 1, 2)
-        elif torch.is_tensor(getattr(self.base, "images", None)) and self.base.images.dtype == torch.uint8:
-            imgs = self.base.images
+        elif torch.is_tensor(images := getattr(self.base, "images", None)) and images.dtype == torch.uint8:
+            imgs = images
         else:
             raise TypeError(
                 f"device_resident=True needs the images in memory as uint8 arrays; {type(self.base).__name__} "
@@ -101,10 +102,10 @@ class ResidentBatch:
         self.index = index
         self.split = split
 
-    def to(self, device, non_blocking: bool = False) -> "ResidentBatch":  # Lightning's batch transfer
+    def to(self, device, non_blocking: bool = False) -> ResidentBatch:  # Lightning's batch transfer
         return ResidentBatch(self.index.to(device, non_blocking=non_blocking), self.split)
 
-    def pin_memory(self) -> "ResidentBatch":
+    def pin_memory(self) -> ResidentBatch:
         return ResidentBatch(self.index.pin_memory(), self.split)
 
     def __len__(self) -> int:
@@ -204,8 +205,8 @@ class LongTailDataModule(pl.LightningDataModule):
         self.seed = seed
         self.sampler = sampler
         self.device_resident = device_resident
-        self.datasets: dict[str, Dataset] = {}
-        self._train_sampler = None  # the training loader's sampler (its order state is checkpointed)
+        self.datasets: dict[str, Any] = {}  # IndexedDataset (or a subclass's own) per split
+        self._train_sampler: Any = None  # the training loader's sampler (its order state is checkpointed)
         self._order_state: dict | None = None  # a restored order state for the next training sampler
         # device-resident state: split -> (uint8 images, targets) per device, generators, norm
         self._resident: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -219,7 +220,7 @@ class LongTailDataModule(pl.LightningDataModule):
     def train_targets(self) -> np.ndarray:
         raise NotImplementedError
 
-    def build_datasets(self, stage: str) -> dict[str, Dataset]:
+    def build_datasets(self, stage: str) -> dict[str, Any]:
         """Return {'train': ..., 'val': ..., 'test': ...} (the keys this stage needs)."""
         raise NotImplementedError
 
@@ -284,7 +285,7 @@ class LongTailDataModule(pl.LightningDataModule):
     def _train_order(self, ds: Dataset):
         """The training sampler, with a restored order state applied (a mid-epoch resume then
         skips the positions the checkpointed run had consumed)."""
-        sampler = build_sampler(self.sampler, ds, seed=self.seed)
+        sampler: Any = build_sampler(self.sampler, ds, seed=self.seed)  # resumable: has load_state_dict
         if self._order_state is not None:
             sampler.load_state_dict(self._order_state)
             self._order_state = None
@@ -301,7 +302,7 @@ class LongTailDataModule(pl.LightningDataModule):
         if sampler is None or trainer is None:
             return {}
         p = trainer.fit_loop.epoch_loop.batch_progress.current
-        done = p.processed if p.ready == p.started == p.processed else p.completed
+        done = p.processed if p.ready == p.started == p.processed else p.completed  # type: ignore[attr-defined]  # a _ProcessedTracker
         total = trainer.num_training_batches
         consumed = sampler.num_samples if done >= total else min(done * self.batch_size, sampler.num_samples)
         return {"train_order": sampler.state_dict(consumed=consumed)}
@@ -353,7 +354,7 @@ class LongTailDataModule(pl.LightningDataModule):
             sampler=self._train_order(positions) if train else None,
             drop_last=self.drop_last if train else False,
             num_workers=0,
-            collate_fn=lambda items, split=split: ResidentBatch(torch.tensor(items, dtype=torch.long), split),
+            collate_fn=lambda items, split=split: ResidentBatch(torch.tensor(items, dtype=torch.long), split),  # type: ignore[misc]
         )
 
     def resident_split(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,8 +38,9 @@ Deliberate differences from the official code (MediaBrain-SJTU/BCL ``a2342f8``):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import cached_property
-from typing import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import PIL.Image
@@ -51,13 +52,14 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode, v2
 
 from ltcl_lightning.data import batched as B
-from ltcl_lightning.data.augment import SimCLRAugment
+from ltcl_lightning.data.augment import Interpolation, SimCLRAugment
 from ltcl_lightning.data.base import IndexedDataset
 from ltcl_lightning.data.cifar import CIFAR10LTDataModule, CIFAR100LTDataModule
 from ltcl_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, _finish
 
 #: RandAugment magnitudes are on a 0..30 scale (``v = m / 30 * (max - min) + min``)
 MAX_MAGNITUDE = 30.0
+_Num = TypeVar("_Num", float, torch.Tensor)
 _AFFINE = PIL.Image.Transform.AFFINE
 _CUTOUT_FILL = (125, 123, 114)
 
@@ -155,8 +157,8 @@ RANDAUG_OPS: tuple[tuple[str, Callable, float, float], ...] = (
 )
 
 
-def op_value(magnitude: float, lo: float, hi: float) -> float:
-    """``v = m / 30 * (max - min) + min`` (official ``RandAugment_prob``)."""
+def op_value(magnitude: _Num, lo: _Num, hi: _Num) -> _Num:
+    """``v = m / 30 * (max - min) + min`` (official ``RandAugment_prob``); floats or tensors."""
     return magnitude / MAX_MAGNITUDE * (hi - lo) + lo
 
 
@@ -230,7 +232,7 @@ def boosted_op(x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sign: torch.Te
 
 
 def draw_boosted_ops(n: int, magnitude: torch.Tensor, prob: torch.Tensor, num_ops: int, generator: torch.Generator,
-                     tables: dict) -> list[dict[str, torch.Tensor]]:
+                     tables: dict) -> list[dict[str, Any]]:
     """The per-sample draws of :class:`ProbRandAugment` for ``n`` items (the same five uniforms
     per op as the per-sample path: choice, coin, sign, cutout x, cutout y): one dict per op slot
     with the op index ``k``, ``apply`` (coin < prob), ``value`` (``op_value(m, min, max)``),
@@ -287,8 +289,8 @@ class BoostedViews:
         self.rand_k = rand_k
         self.rand_strength = float(rand_strength)
         self.num_views = num_views
-        self.crop_scale = tuple(crop_scale)
-        self.interpolation = "bicubic" if interpolation == InterpolationMode.BICUBIC else "bilinear"
+        self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
+        self.interpolation: Interpolation = "bicubic" if interpolation == InterpolationMode.BICUBIC else "bilinear"
         self._tables: dict = {}
         # the SimCLR CIFAR augmentation of the reference (spec data_and_eval.md section 4) on PIL
         self.base = v2.Compose(
@@ -362,7 +364,7 @@ class BoostedIndexedDataset(IndexedDataset):
         self._weights_np: np.ndarray | None = None
 
     @classmethod
-    def from_indexed(cls, ds: IndexedDataset) -> "BoostedIndexedDataset":
+    def from_indexed(cls, ds: IndexedDataset) -> BoostedIndexedDataset:
         """The same items as ``ds`` (same base, indices, targets and transform), with weights."""
         out = cls.__new__(cls)
         out.__dict__.update(ds.__dict__)
@@ -423,7 +425,8 @@ class BoostedDataModuleMixin:
             raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {tuple(crop_scale)}")
         # validates rand_k / rand_strength early, at construction, not in the first worker
         BoostedViews(rand_k=rand_k, rand_strength=rand_strength)
-        self.rand_k, self.rand_strength, self.crop_scale = rand_k, float(rand_strength), tuple(crop_scale)
+        self.rand_k, self.rand_strength = rand_k, float(rand_strength)
+        self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         self._weights: torch.Tensor | None = None
         self._weights_on: dict[str, torch.Tensor] = {}
 
@@ -481,7 +484,7 @@ def _reject_train_views(kwargs: dict) -> None:
         )
 
 
-class BoostedCIFAR100LTDataModule(BoostedDataModuleMixin, CIFAR100LTDataModule):
+class BoostedCIFAR100LTDataModule(BoostedDataModuleMixin, CIFAR100LTDataModule):  # type: ignore[misc]  # its own views
     """CIFAR-100-LT with BoostedCL's augmentation (``rand_k=1`` BCL-I, ``rand_k=2`` BCL-D).
 
     Same arguments as :class:`CIFAR100LTDataModule` (``train_views`` is replaced by the boosted
@@ -489,5 +492,5 @@ class BoostedCIFAR100LTDataModule(BoostedDataModuleMixin, CIFAR100LTDataModule):
     """
 
 
-class BoostedCIFAR10LTDataModule(BoostedDataModuleMixin, CIFAR10LTDataModule):
+class BoostedCIFAR10LTDataModule(BoostedDataModuleMixin, CIFAR10LTDataModule):  # type: ignore[misc]  # its own views
     """CIFAR-10-LT with BoostedCL's augmentation (see :class:`BoostedCIFAR100LTDataModule`)."""

@@ -9,8 +9,9 @@ published ``.npy`` subset such as ``split1_D_i.npy`` of SDCLR/BCL). The test set
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from functools import cached_property
-from typing import Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
@@ -31,7 +32,7 @@ _FILES = {
 }
 
 
-def _without_md5(cls: type) -> type:
+def _without_md5(cls: Any) -> type:
     """torchvision's CIFAR reader with its md5 check switched off (md5=None: existence only).
 
     The datamodule checks the archive's presence itself with a clear message; skipping the
@@ -90,7 +91,7 @@ class _CIFARLTDataModule(LongTailDataModule):
         super().__init__(mean=mean, std=std, **kwargs)
         if split_file is None and imbalance_factor is None:
             raise ValueError("pass imbalance_factor (e.g. 100) or split_file (a .npy subset)")
-        if split_file is None and not imbalance_factor >= 1:
+        if split_file is None and not imbalance_factor >= 1:  # type: ignore[operator]  # not None: checked above
             raise ValueError(
                 f"imbalance_factor must be >= 1 (n_max / n_min; 1 = balanced), got {imbalance_factor}. "
                 "An imbalance ratio such as 0.01 is written as imbalance_factor=100."
@@ -163,7 +164,7 @@ class _CIFARLTDataModule(LongTailDataModule):
         if self.split_file is not None:
             return self._load_split(self.split_file, labels)
         counts = class_counts_from_profile(
-            self.num_classes, int(np.bincount(labels).max()), self.imbalance_factor, self.profile
+            self.num_classes, int(np.bincount(labels).max()), self.imbalance_factor, self.profile  # type: ignore[arg-type]
         )
         return select_longtail_indices(labels, counts, seed=self.subset_seed)
 

@@ -7,8 +7,9 @@ with the same exponential profile and seeded selection as CIFAR-LT.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cached_property
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch

@@ -26,7 +26,7 @@ class ImageNetLTDataModule(ListFileDataModule):
         (``data_dir``, ``train_list``, ...; the loader ones are
         :class:`~ltcl_lightning.data.base.LongTailDataModule`'s); ``fewshot_list``: e.g.
         ``imageNet_sub_balance_train_0.01.txt`` (12 per class)."""
-        super().__init__(*args, num_classes=num_classes, **kwargs)
+        super().__init__(*args, num_classes=num_classes, **kwargs)  # type: ignore[misc]
 
 
 class ImageNet100LTDataModule(ListFileDataModule):
@@ -45,4 +45,4 @@ class ImageNet100LTDataModule(ListFileDataModule):
     def __init__(self, *args, num_classes: int = 100, **kwargs):
         """See :class:`~ltcl_lightning.data.listfile.ListFileDataModule` for the arguments
         (the loader ones are :class:`~ltcl_lightning.data.base.LongTailDataModule`'s)."""
-        super().__init__(*args, num_classes=num_classes, **kwargs)
+        super().__init__(*args, num_classes=num_classes, **kwargs)  # type: ignore[misc]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -83,7 +83,7 @@ def read_coco_annotations(path: str, what: str = "annotation file") -> tuple[Lis
         )
     labels = np.empty(len(files), dtype=np.int64)
     labels[order[pos]] = ann_label
-    return ListFile.from_pairs(path, files, labels, unit="image"), names
+    return ListFile.from_pairs(path, files, labels, unit="image"), names  # type: ignore[arg-type]  # an int64 array
 
 
 class INaturalist2018DataModule(ListFileDataModule):
@@ -133,7 +133,7 @@ class INaturalist2018DataModule(ListFileDataModule):
         self.val_json = val_json
         self._category_names: dict[int, str] = {}
         super().__init__(
-            data_dir=data_dir, train_list=train_list or train_json, val_list=val_list or val_json,
+            data_dir=data_dir, train_list=train_list or train_json, val_list=val_list or val_json,  # type: ignore[arg-type]
             test_list=test_list, fewshot_list=fewshot_list, num_classes=num_classes, mean=mean, std=std,
             **kwargs,
         )

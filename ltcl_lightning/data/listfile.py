@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from functools import cached_property
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -58,7 +59,7 @@ class ListFile:
         self.line_numbers = line_numbers
 
     @classmethod
-    def from_pairs(cls, source: str, paths: Sequence[str], labels: Sequence[int], unit: str = "image") -> "ListFile":
+    def from_pairs(cls, source: str, paths: Sequence[str], labels: Sequence[int], unit: str = "image") -> ListFile:
         encoded = [os.fsencode(p) for p in paths]
         lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded))
         ends = np.cumsum(lengths)
@@ -305,12 +306,12 @@ class EncodedBatch:
     def __init__(self, index: torch.Tensor, data: list[torch.Tensor], target: torch.Tensor, split: str):
         self.index, self.data, self.target, self.split = index, data, target, split
 
-    def to(self, device, non_blocking: bool = False) -> "EncodedBatch":
+    def to(self, device, non_blocking: bool = False) -> EncodedBatch:
         # the bytes stay on the host: decode_jpeg takes host buffers and decodes on the device
         return EncodedBatch(self.index.to(device, non_blocking=non_blocking), self.data,
                             self.target.to(device, non_blocking=non_blocking), self.split)
 
-    def pin_memory(self) -> "EncodedBatch":
+    def pin_memory(self) -> EncodedBatch:
         return EncodedBatch(self.index.pin_memory(), self.data, self.target.pin_memory(), self.split)
 
     def __len__(self) -> int:
@@ -567,7 +568,7 @@ class ListFileDataModule(LongTailDataModule):
         return batch.index, out, batch.target
 
     def build_datasets(self, stage: str) -> dict:
-        self.class_counts  # validates the training list at set-up for every stage
+        _ = self.class_counts  # validates the training list at set-up for every stage
         out = {}
         if stage == "fit":
             out["train"] = self._dataset(self.train_file, self.train_transform())

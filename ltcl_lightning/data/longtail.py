@@ -8,7 +8,8 @@ Specification: ``data_and_eval.md`` section 1.
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 

@@ -31,7 +31,8 @@ is refused (the remaining images would be another set).
 
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 import torch
@@ -108,7 +109,7 @@ class InstanceSampler(_ResumableOrder, DistributedSampler):
         if num_samples < 1:
             raise ValueError(f"cannot sample from an empty dataset (num_samples={num_samples})")
         r, world = _rank_and_world(num_replicas, rank)
-        super().__init__(range(num_samples), num_replicas=world, rank=r, shuffle=shuffle, seed=seed)
+        super().__init__(range(num_samples), num_replicas=world, rank=r, shuffle=shuffle, seed=seed)  # type: ignore[arg-type]
 
 
 class ClassAwareSampler(_ResumableOrder, DistributedSampler):
@@ -129,7 +130,7 @@ class ClassAwareSampler(_ResumableOrder, DistributedSampler):
             raise ValueError(f"power must be >= 0, got {power}")
         r, world = _rank_and_world(num_replicas, rank)
         total = len(targets) if num_samples is None else int(num_samples)
-        super().__init__(range(total), num_replicas=world, rank=r, shuffle=True, seed=seed)
+        super().__init__(range(total), num_replicas=world, rank=r, shuffle=True, seed=seed)  # type: ignore[arg-type]
         self.power = float(power)
         counts = np.bincount(targets)
         present = np.flatnonzero(counts)

@@ -9,7 +9,8 @@ normalisation from the datamodule, so the same name means the same recipe at 8, 
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Union
 
 import torch
 from torchvision.transforms import InterpolationMode, v2
@@ -19,6 +20,7 @@ from ltcl_lightning.data.augment import (
     AutoAugmentCutout,
     CropFlip,
     EvalView,
+    Interpolation,
     RandAugmentView,
     SimCLRAugment,
 )
@@ -30,7 +32,7 @@ CIFAR_STD = (0.2023, 0.1994, 0.2010)
 INAT_MEAN = (0.466, 0.471, 0.380)
 INAT_STD = (0.195, 0.194, 0.192)
 
-View = Union[str, Augmentation, Callable]
+View = Union[str, Augmentation, Callable]  # noqa: UP007  # typing.Union: the form jsonargparse reads in every version
 
 
 def _finish(mean: Sequence[float] | None, std: Sequence[float] | None) -> list:
@@ -56,7 +58,7 @@ def simclr_augmentation(
     flip: bool = True,
 ) -> v2.Compose:
     """SimCLR augmentation (spec data_and_eval.md section 4): crop, flip, jitter p 0.8, grey p 0.2."""
-    mode = "bicubic" if interpolation == InterpolationMode.BICUBIC else "bilinear"
+    mode: Interpolation = "bicubic" if interpolation == InterpolationMode.BICUBIC else "bilinear"
     return _with_finish(SimCLRAugment(scale=scale, interpolation=mode, blur=blur, flip=flip), size, mean, std)
 
 

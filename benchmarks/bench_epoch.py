@@ -84,7 +84,7 @@ def bench_augment(device: torch.device, n: int, batch: int) -> list[tuple[str, f
             for img in pils:
                 per_sample(img)
             ps = n / (time.perf_counter() - t)
-            rows.append((name, ps, _batched_rate(lambda xb, g: aug.batched(xb, g, 32), x_host, device, batch)))
+            rows.append((name, ps, _batched_rate(lambda xb, g, aug=aug: aug.batched(xb, g, 32), x_host, device, batch)))
         for k, label in ((1, "boosted BCL-I (w ~ U(0,1))"), (2, "boosted BCL-D (w ~ U(0,1))")):
             views = BoostedViews(32, rand_k=k)
             w = torch.rand(n)

@@ -25,7 +25,7 @@ from __future__ import annotations
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.cli import LightningCLI
 
-from ltcl_lightning.callbacks.metadata import RunConfig, wandb_run_defaults
+from ltcl_lightning.callbacks.metadata import RunConfig, log_test_into_training_run, wandb_run_defaults
 from ltcl_lightning.callbacks.safety import FiniteLossCheck, PreemptionCheckpoint
 from ltcl_lightning.data.base import LongTailDataModule
 from ltcl_lightning.methods.base import LongTailMethod
@@ -118,7 +118,10 @@ class LTCLCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         # W&B runs get a name, a group (the method) and tags (dataset, imbalance) unless given
-        wandb_run_defaults(self.config[self.subcommand] if self.subcommand else self.config)
+        section = self.config[self.subcommand] if self.subcommand else self.config
+        wandb_run_defaults(section)
+        if self.subcommand == "test":  # a checkpoint's test is logged into its training run's folder
+            log_test_into_training_run(section)
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> LTCLCLI:

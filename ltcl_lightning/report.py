@@ -365,8 +365,12 @@ def aggregate_runs(summaries: Sequence[tuple[Path, dict]]) -> list[dict]:
     for (method, dataset), runs in groups.items():
         row = {"method": method, "dataset": dataset, "n": len(runs), "seeds": [r.get("seed") for r in runs],
                "selected_on": sorted({str(r.get("selected_on", "unknown")) for r in runs})}
-        parts = {"last": [(r.get("val") or {}).get("last") for r in runs], "best": [(r.get("val") or {}).get("best") for r in runs],
-                 "test": [r.get("test") for r in runs]}
+        parts = {"last": [(r.get("val") or {}).get("last") for r in runs], "best": [(r.get("val") or {}).get("best") for r in runs]}
+        labels = sorted({k for r in runs for k in (r.get("test_at") or {})})
+        if labels:  # the test set at the validation-selected and at the last checkpoint
+            parts.update({f"test@{k}": [(r.get("test_at") or {}).get(k) for r in runs] for k in labels})
+        else:
+            parts["test"] = [r.get("test") for r in runs]
         for part, values in parts.items():
             if any(v is None for v in values):
                 continue
@@ -381,6 +385,8 @@ def _parts(rows: Sequence[dict]) -> list[tuple[str, str]]:
     on_test = any("test" in r["selected_on"] for r in rows)
     best = "best epoch, selected on the TEST set" if on_test else "best epoch (selected on validation)"
     out = [("last", "last epoch"), ("best", best), ("test", "test set")]
+    tests = sorted({k.split("/")[0] for r in rows for k in r if k.startswith("test@")})
+    out += [(t, f"test set at the {t.removeprefix('test@')} checkpoint") for t in tests]
     return [(p, label) for p, label in out if any(f"{p}/acc" in r for r in rows)]
 
 

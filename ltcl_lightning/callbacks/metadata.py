@@ -30,6 +30,7 @@ import os
 from typing import Any
 
 import yaml
+from jsonargparse import Namespace
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
@@ -107,6 +108,36 @@ def selection(dm) -> str:
     return "unknown"
 
 
+def log_test_into_training_run(config) -> None:
+    """``ltcl test --ckpt_path <run>/checkpoints/x.ckpt`` with Lightning's default logger logs
+    into that training run's folder (``lightning_logs/version_N``) instead of a new version, so
+    that its ``summary.json`` holds the test numbers next to the validation ones."""
+    ckpt = config.get("ckpt_path")
+    if not ckpt or not os.path.isfile(str(ckpt)) or config.trainer.get("logger") not in (None, True):
+        return
+    folder = os.path.dirname(os.path.abspath(str(ckpt)))
+    if os.path.basename(folder) != "checkpoints":
+        return
+    run = os.path.dirname(folder)
+    try:
+        import tensorboard  # noqa: F401  (Lightning's own default: TensorBoard if installed, else CSV)
+
+        logger_class = "lightning.pytorch.loggers.TensorBoardLogger"
+    except ImportError:
+        logger_class = "lightning.pytorch.loggers.CSVLogger"
+    config.trainer.logger = Namespace(class_path=logger_class, init_args=Namespace(
+        save_dir=os.path.dirname(os.path.dirname(run)), name=os.path.basename(os.path.dirname(run)),
+        version=os.path.basename(run)))
+
+
+def checkpoint_label(ckpt_path: str | None) -> str:
+    """``best`` / ``last`` / the file's stem: which checkpoint a test evaluated."""
+    if not ckpt_path:
+        return "current"
+    stem = os.path.splitext(os.path.basename(str(ckpt_path)))[0]
+    return "best" if stem.startswith(("best", "best_on_test")) else "last" if stem.startswith("last") else stem
+
+
 def run_dir(trainer) -> str:
     """The run's own folder: the logger's version folder (W&B: ``<save_dir>/<project>/<id>``)."""
     logger = trainer.logger
@@ -124,6 +155,13 @@ class RunConfig(SaveConfigCallback):
         # the standard save to trainer.log_dir is replaced by save_config (the run's own folder)
         super().__init__(parser, config, config_filename, overwrite, multifile, save_to_log_dir=False)
         self._params: dict[str, Any] = {}
+        self._run_dir: str | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # on every rank: trainer.log_dir broadcasts, and save_config / the end hooks run on rank 0 only
+        if self._run_dir is None:
+            self._run_dir = run_dir(trainer)
+        super().setup(trainer, pl_module, stage)
 
     def effective_config(self) -> dict[str, Any]:
         cfg = yaml.safe_load(self.parser.dump(self.config, skip_none=False)) or {}
@@ -132,9 +170,11 @@ class RunConfig(SaveConfigCallback):
         return cfg
 
     def save_config(self, trainer, pl_module, stage: str) -> None:  # rank zero only
-        folder = run_dir(trainer)
+        folder = self._run_dir
         os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, self.config_filename)
+        # a test logged into the training run's folder keeps the training config.yaml
+        stage = str(getattr(stage, "value", stage))  # Lightning passes its TrainerFn enum
+        path = os.path.join(folder, self.config_filename if stage == "fit" else f"config_{stage}.yaml")
         if os.path.exists(path) and not self.overwrite:
             raise RuntimeError(f"{path} exists: a run folder holds one run's config (pass a new logger version)")
         self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=self.multifile)
@@ -144,7 +184,7 @@ class RunConfig(SaveConfigCallback):
 
     def write_summary(self, trainer, pl_module, part: str, numbers: dict[str, Any]) -> None:
         """Merge ``{part: numbers}`` into the run folder's ``summary.json`` (read by ``ltcl report``)."""
-        path = os.path.join(run_dir(trainer), SUMMARY_FILE)
+        path = os.path.join(self._run_dir, SUMMARY_FILE)
         summary = json.loads(open(path).read()) if os.path.exists(path) else {}
         cfg = self._params or self.effective_config()
         summary.update({"method": cfg.get("method"), "dataset": cfg.get("dataset"), "seed": cfg.get("seed_everything"),
@@ -157,6 +197,10 @@ class RunConfig(SaveConfigCallback):
     def on_test_end(self, trainer, pl_module) -> None:
         test = getattr(pl_module, "last_eval", {}).get("test")
         if trainer.is_global_zero and test:
+            path = os.path.join(self._run_dir, SUMMARY_FILE)
+            at = (json.loads(open(path).read()) if os.path.exists(path) else {}).get("test_at", {})
+            at[checkpoint_label(trainer.ckpt_path)] = {**_numbers(test), "checkpoint": str(trainer.ckpt_path)}
+            self.write_summary(trainer, pl_module, "test_at", at)
             self.write_summary(trainer, pl_module, "test", _numbers(test))
 
     def on_fit_end(self, trainer, pl_module) -> None:

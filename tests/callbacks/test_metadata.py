@@ -73,3 +73,30 @@ def test_selection_names_what_the_best_epoch_was_chosen_on():
     inat = INaturalist2018DataModule(data_dir="x", train_list="t.txt", val_list="inaturalist18/iNaturalist18_val",
                                      test_list="inaturalist18/iNaturalist18_val")
     assert selection(inat) == "test"
+
+
+def test_ltcl_test_logs_best_and_last_into_the_training_run(tmp_path, capsys):
+    import json
+
+    from ltcl_lightning.commands import main as ltcl
+
+    extra = tmp_path / "ckpt.yaml"
+    extra.write_text(
+        "trainer:\n  callbacks+:\n    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        "      init_args: {save_last: true, monitor: val/acc, mode: max, save_top_k: 1, filename: 'best-{epoch}'}\n")
+    fit = cli_main(["fit", *QUICK, "--config", str(extra), f"--trainer.default_root_dir={tmp_path}"])
+    run = Path(fit.trainer.log_dir)
+    fit_config = (run / "config.yaml").read_text()
+    best = next((run / "checkpoints").glob("best-*.ckpt"))
+    for ckpt in (best, run / "checkpoints" / "last.ckpt"):
+        cli_main(["test", "--config", str(REPO / "experiments/quickstart.yaml"), f"--ckpt_path={ckpt}",
+                  "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}"])
+    assert sorted(p.name for p in run.parent.iterdir()) == [run.name]  # no new version folder
+    assert (run / "config.yaml").read_text() == fit_config and (run / "config_test.yaml").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["test_at"]) == {"best", "last"} and summary["val"]["best"]["epoch"] >= 0
+    capsys.readouterr()
+    ltcl(["report", str(run), "--out", str(tmp_path / "rep")])
+    out = capsys.readouterr().out
+    assert "test@best Overall" in out and "test@last Overall" in out
+    assert f"{100 * summary['test_at']['best']['acc']:.2f} ± 0.00" in out

@@ -26,7 +26,6 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.cli import LightningCLI
 
 from ltcl_lightning.callbacks.metadata import RunConfig, log_test_into_training_run, wandb_run_defaults
-from ltcl_lightning.callbacks.safety import FiniteLossCheck, PreemptionCheckpoint
 from ltcl_lightning.data.base import LongTailDataModule
 from ltcl_lightning.methods.base import LongTailMethod
 from ltcl_lightning.utils.checkpoint import (
@@ -108,9 +107,6 @@ class LTCLCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
-        for cb in (FiniteLossCheck(), PreemptionCheckpoint()):
-            if not any(isinstance(c, type(cb)) for c in trainer.callbacks):
-                trainer.callbacks.append(cb)
         # exactly Lightning's default IO (not a user's plugin): make local saves atomic
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()

@@ -81,18 +81,43 @@ def write_per_class_rows(path: Path, rows: list[list]) -> None:
         w.writerows(rows)
 
 
+_DAMAGED_FIX = ("The file is damaged (a run killed while writing it, or edited by hand): evaluate the checkpoint "
+                "again to rewrite it (ltcl test / validate --ckpt_path ...), or leave this run out of the report")
+
+
+def _row_problem(r: dict) -> str | None:
+    """What is wrong with one per-class row (a truncated or garbled line), or None."""
+    if None in r or any(r.get(k) is None for k in PER_CLASS_COLUMNS):
+        return f"the row has {len([v for k, v in r.items() if k is not None and v is not None])} fields instead of {len(PER_CLASS_COLUMNS)}"
+    for key, conv in (("epoch", int), ("step", int), ("class_index", int), ("train_count", int), ("accuracy", float), ("support", int)):
+        try:
+            conv(r[key])
+        except ValueError:
+            return f"{key} is {r[key]!r}, not a number"
+    if r["group"] not in GROUP_NAMES:
+        return f"group is {r['group']!r}, not one of {list(GROUP_NAMES)}"
+    return None
+
+
 def read_per_class(path: Path, epoch: int | None = None, name: str | None = None) -> PerClass:
     """The rows of one evaluation from a per-class CSV: the last one, or the one of ``epoch``."""
     path = Path(path)
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = set(PER_CLASS_COLUMNS) - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(
-                f"{path} is not a per-class CSV written by LongTailReport: missing columns {sorted(missing)} "
-                f"(expected {list(PER_CLASS_COLUMNS)})."
-            )
-        rows = list(reader)
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = set(PER_CLASS_COLUMNS) - set(reader.fieldnames or [])
+            if missing:
+                raise ValueError(
+                    f"{path} is not a per-class CSV written by LongTailReport: missing columns {sorted(missing)} "
+                    f"(expected {list(PER_CLASS_COLUMNS)})."
+                )
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path} is not a readable CSV ({e}). {_DAMAGED_FIX}") from None
+    for line, r in enumerate(rows, start=2):
+        problem = _row_problem(r)
+        if problem:
+            raise ValueError(f"{path}, line {line}: {problem}. {_DAMAGED_FIX}")
     if not rows:
         raise ValueError(f"{path} has a header but no rows: no evaluation finished in this run.")
     # a resumed or repeated evaluation appends; the last block of (epoch, step) is the latest one

@@ -173,3 +173,18 @@ def test_many_classes_are_binned_by_log_count():
     groups = np.where(counts > 100, 0, np.where(counts < 20, 2, 1))
     ax = per_class_figure(_pc(np.linspace(1, 0, 1000), counts, groups)).axes[0]
     assert len(ax.patches) == len(np.unique(bins)) <= 20
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda text: text[: len(text) // 2 + 7], r"line \d+: (the row has \d+ fields instead of 8|\w+ is '.*', not a number)"),
+    (lambda text: text.replace(",many,", ",mny,", 1), r"line \d+: group is 'mny'"),
+    (lambda text: text.replace("\n", "\n\x00\xff,", 3), r"(line \d+|not a readable CSV)"),
+])
+def test_corrupt_csv_names_the_file_and_the_fix(tmp_path, damage, match):
+    # before: ValueError "invalid literal for int() with base 10: ''" / TypeError / KeyError 'mny', no file named
+    _write_run(tmp_path / "run", 10, seed=0, epochs=1)
+    (csv_path,) = (tmp_path / "run").rglob("per_class_*.csv")
+    csv_path.write_text(damage(csv_path.read_text()))
+    with pytest.raises(ValueError, match=match) as err:
+        main([str(tmp_path / "run"), "--out", str(tmp_path / "o")])
+    assert str(csv_path) in str(err.value) and "evaluate the checkpoint again" in str(err.value)

@@ -1,9 +1,9 @@
 """Run safety: stop at the first non-finite loss, save a resumable checkpoint on SIGTERM.
 
-The ``ltcl`` CLI adds both to every trainer unless the config lists one of the same type: a
-listed ``FiniteLossCheck`` with ``enabled: false`` switches the check off, a listed
-``PreemptionCheckpoint`` with ``dirpath`` moves the file. From Python, pass them in
-``Trainer(callbacks=[...])``.
+Every method adds both (``LongTailMethod.configure_callbacks``: ``ltcl`` and ``Trainer.fit``
+from Python alike) unless the trainer lists one of the same type: a listed ``FiniteLossCheck``
+with ``enabled: false`` switches the check off, a listed ``PreemptionCheckpoint`` with
+``dirpath`` moves the file.
 """
 
 from __future__ import annotations

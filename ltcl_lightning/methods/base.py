@@ -193,6 +193,16 @@ class LongTailMethod(pl.LightningModule):
                 step_out[k] = v.detach()
         return step_out
 
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """The run-safety callbacks (``callbacks/safety.py``: stop at the first non-finite loss,
+        a resumable checkpoint on SIGTERM) unless the trainer lists one of the same type, so
+        ``Trainer.fit`` from Python, ``ltcl`` and a notebook behave alike. A method adding the
+        callbacks its state needs extends ``super().configure_callbacks()`` (each class once in
+        the MRO: a method combining two, like BoostedSDCLR, gets every callback once)."""
+        from ltcl_lightning.callbacks.safety import FiniteLossCheck, PreemptionCheckpoint
+
+        return self.callbacks_unless_listed(FiniteLossCheck(), PreemptionCheckpoint())
+
     def callbacks_unless_listed(self, *callbacks: pl.Callback) -> list[pl.Callback]:
         """For ``configure_callbacks``: the given callbacks whose type the trainer does not list
         already (a method adds the callbacks its state needs; a user-listed one wins)."""

@@ -66,7 +66,7 @@ class ProCo(TwoBranchMethod):
         one, so the window cannot be forgotten when the method is used from Python."""
         from ltcl_lightning.callbacks.vmf import VMFEstimation
 
-        return self.callbacks_unless_listed(VMFEstimation())
+        return list(super().configure_callbacks()) + self.callbacks_unless_listed(VMFEstimation())
 
     # ----- loss ----------------------------------------------------------------------------------
     def view_loss(self, z: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

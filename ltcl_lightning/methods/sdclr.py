@@ -82,7 +82,7 @@ class SDCLR(SimCLR):
         masks cannot be forgotten; configure its period by listing it in ``trainer.callbacks``."""
         from ltcl_lightning.callbacks.pruning import MaskRepruning
 
-        return self.callbacks_unless_listed(MaskRepruning())
+        return list(super().configure_callbacks()) + self.callbacks_unless_listed(MaskRepruning())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)

@@ -120,3 +120,65 @@ def test_sigterm_saves_a_resumable_checkpoint_and_exits_143(tmp_path):
     cli = cli_main(["fit", *common, "--trainer.max_epochs=2", f"--ckpt_path={saved}"])
     assert cli.trainer.state.finished
     assert cli.trainer.global_step == 2 * cli.trainer.num_training_batches
+
+
+# ----- the same callbacks from Python (Trainer.fit without ltcl) ------------------------------------
+def _python_diverging(root, callbacks=()):
+    import lightning.pytorch as pl
+
+    from ltcl_lightning.data.digits import DigitsLTDataModule
+    from ltcl_lightning.methods.ce import CrossEntropy
+
+    class Diverging(CrossEntropy):  # the loss is NaN from the third step on
+        def training_loss(self, index, views, target):
+            out = super().training_loss(index, views, target)
+            return {**out, "loss": out["loss"] * (float("nan") if self.global_step >= 2 else 1.0)}
+
+    torch.manual_seed(0)
+    dm = DigitsLTDataModule(batch_size=64, train_views=["digits"])
+    model = Diverging(10, backbone="tiny")
+    trainer = pl.Trainer(max_epochs=3, limit_train_batches=3, limit_val_batches=0, accelerator="cpu", logger=False,
+                         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+                         default_root_dir=str(root), callbacks=list(callbacks), num_sanity_val_steps=0)
+    return trainer, model, dm
+
+
+def test_python_fit_stops_at_the_first_non_finite_loss_too(tmp_path):
+    # before: Trainer.fit from Python had neither safety callback and finished with a NaN loss
+    trainer, model, dm = _python_diverging(tmp_path)
+    with pytest.raises(NonFiniteLossError, match=r"the training loss is nan at epoch 0, batch 2:"):
+        trainer.fit(model, datamodule=dm)
+
+
+def test_python_listed_safety_callback_wins(tmp_path):
+    trainer, model, dm = _python_diverging(tmp_path, [FiniteLossCheck(enabled=False)])
+    trainer.fit(model, datamodule=dm)
+    assert trainer.state.finished
+    assert [type(c).__name__ for c in trainer.callbacks].count("FiniteLossCheck") == 1
+    assert [type(c).__name__ for c in trainer.callbacks].count("PreemptionCheckpoint") == 1
+
+
+def _method_classes():
+    import inspect
+
+    import ltcl_lightning.methods as M
+    from ltcl_lightning.methods.base import LongTailMethod
+
+    seen = {}
+    for mod in __import__("pkgutil").iter_modules(M.__path__):
+        m = __import__(f"ltcl_lightning.methods.{mod.name}", fromlist=["_"])
+        for _, cls in inspect.getmembers(m, inspect.isclass):
+            if issubclass(cls, LongTailMethod) and "configure_callbacks" in {k for c in cls.__mro__ for k in vars(c)}:
+                seen[cls.__qualname__] = cls
+    return sorted(seen.items())
+
+
+@pytest.mark.parametrize("name, cls", _method_classes())
+def test_every_method_adds_each_safety_callback_once(name, cls):
+    from ltcl_lightning.callbacks.safety import PreemptionCheckpoint
+
+    model = cls.__new__(cls)  # configure_callbacks reads only the trainer
+    model._trainer = None
+    types = [type(c) for c in cls.configure_callbacks(model)]
+    assert len(types) == len(set(types)), types  # e.g. BoostedSDCLR = BoostedCL's + SDCLR's lists
+    assert FiniteLossCheck in types and PreemptionCheckpoint in types

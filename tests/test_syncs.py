@@ -95,3 +95,35 @@ def test_counter_sees_the_sync_points():
               "torch.tensor(host data, device=)", "torch.where(cond)"):
         assert k in kinds, k
     assert c.library == []  # called from a test frame, not from the library
+
+
+class _CudaSyncWindow(pl.Callback):
+    """torch.cuda's own detector: any synchronising CUDA call in the window raises."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx == 0:
+            torch.cuda.set_sync_debug_mode("error")
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", list(METHODS))
+def test_no_cuda_sync_per_training_step(name, tmp_path):
+    """On a GPU, with bf16 and device-resident data: torch.cuda.set_sync_debug_mode('error')."""
+    make_model, data = METHODS[name]
+    data = dict(data)
+    rand_k = data.pop("boosted", None)
+    kw = dict(batch_size=32, device_resident=True, **data)
+    dm = BoostedDigitsLTDataModule(rand_k=rand_k, crop_scale=(0.5, 1.0), **kw) if rand_k else DigitsLTDataModule(**kw)
+    trainer = pl.Trainer(
+        accelerator="gpu", devices=1, precision="bf16-mixed", max_epochs=1, limit_train_batches=4, limit_val_batches=0,
+        num_sanity_val_steps=0, enable_checkpointing=False, default_root_dir=tmp_path, callbacks=[_CudaSyncWindow()],
+    )
+    try:
+        trainer.fit(make_model(dm), dm)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert trainer.global_step == 4

@@ -355,6 +355,9 @@ class LongTailDataModule(pl.LightningDataModule):
             drop_last=self.drop_last if train else False,
             num_workers=0,
             collate_fn=lambda items, split=split: ResidentBatch(torch.tensor(items, dtype=torch.long), split),  # type: ignore[misc]
+            # pinned, so that the index copy is asynchronous (a copy from pageable memory makes
+            # the host wait until the device reaches it, i.e. until the previous step is done)
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
         )
 
     def resident_split(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

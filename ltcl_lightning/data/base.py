@@ -316,6 +316,17 @@ class LongTailDataModule(pl.LightningDataModule):
         else:
             self._order_state = order
 
+    def train_padding_weight(self, batch_idx: int, n: int, device) -> torch.Tensor | None:
+        """0/1 weights of the ``n`` items of training batch ``batch_idx`` on this rank: 0 for the
+        distributed sampler's padding (the repeats that make the ranks' shards equally long), 1
+        for images; None when the epoch has no padding (one process, N divisible by the world
+        size, or a class-aware sampler). Built on ``device`` from host integers: no sync."""
+        sampler = self._train_sampler
+        if sampler is None or sampler.real_positions() >= sampler.num_samples:
+            return None
+        start = batch_idx * self.batch_size
+        return (torch.arange(start, start + n, device=device) < sampler.real_positions()).to(torch.float32)
+
     def _loader(self, ds: Dataset, train: bool, split: str = "train") -> DataLoader:
         if self.device_resident:
             return self._resident_loader(ds, train, split)

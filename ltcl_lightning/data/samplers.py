@@ -111,6 +111,12 @@ class InstanceSampler(_ResumableOrder, DistributedSampler):
         r, world = _rank_and_world(num_replicas, rank)
         super().__init__(range(num_samples), num_replicas=world, rank=r, shuffle=shuffle, seed=seed)  # type: ignore[arg-type]
 
+    def real_positions(self) -> int:
+        """How many of this rank's positions are images, not padding: the global list is padded
+        with its first entries to ``total_size`` and rank r takes positions r, r + W, ..., so a
+        local position p is padding iff ``r + p * W >= N``."""
+        return len(range(self.rank, len(self.dataset), self.num_replicas))  # type: ignore[arg-type]
+
 
 class ClassAwareSampler(_ResumableOrder, DistributedSampler):
     """Draws ``len(targets)`` images per epoch (with replacement): a class with probability
@@ -150,6 +156,10 @@ class ClassAwareSampler(_ResumableOrder, DistributedSampler):
         u = torch.rand(self.total_size, generator=g, dtype=torch.float64)
         within = (u * self._counts[k]).long().clamp_max(self._counts[k] - 1)
         return self._order[self._offsets[k] + within]
+
+    def real_positions(self) -> int:
+        """Every position is a real draw (with replacement: repeats are part of the sampling)."""
+        return self.num_samples
 
     def _epoch_indices(self) -> list[int]:
         return self.global_draw()[self.rank : self.total_size : self.num_replicas].tolist()

@@ -90,35 +90,39 @@ class VMFEstimator(nn.Module):
 
     # ----- update ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def class_sums(self, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-class sums (C, p) float64 and counts (C,) float64 of the rows of ``z``, O(N p) memory."""
+    def class_sums(self, z: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-class sums (C, p) float64 and counts (C,) float64 of the rows of ``z`` (each
+        row times its 0/1 ``weight``: 0 drops a padded repeat), O(N p) memory."""
         z = z.detach().to(torch.float64)
+        w = torch.ones_like(y, dtype=torch.float64) if weight is None else weight.to(torch.float64)
         if z.is_cuda:
             # index_add_ on CUDA accumulates with atomics (summation order varies run to run,
             # so ranks could drift apart); a float64 one-hot matmul is deterministic
-            onehot = F.one_hot(y, self.num_classes).to(torch.float64)
+            onehot = F.one_hot(y, self.num_classes).to(torch.float64) * w[:, None]
             return onehot.T @ z, onehot.sum(0)
-        sums = torch.zeros(self.num_classes, self.dim, dtype=torch.float64, device=z.device).index_add_(0, y, z)
+        sums = torch.zeros(self.num_classes, self.dim, dtype=torch.float64, device=z.device).index_add_(0, y, z * w[:, None])
         # index_add_ rather than bincount: bincount sizes its output from the data (a host sync on a GPU)
-        counts = torch.zeros(self.num_classes, dtype=torch.float64, device=z.device).index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+        counts = torch.zeros(self.num_classes, dtype=torch.float64, device=z.device).index_add_(0, y, w)
         return sums, counts
 
     @torch.no_grad()
-    def update(self, z: torch.Tensor, y: torch.Tensor, gather: bool = True) -> None:
+    def update(self, z: torch.Tensor, y: torch.Tensor, gather: bool = True, weight: torch.Tensor | None = None) -> None:
         """Accumulate features ``z`` (N, p) with labels ``y`` (N,) into both estimators.
 
         With ``gather=True`` the features and labels of all ranks are gathered first (rank
-        order), so every rank applies the same update (spec (g))."""
+        order), so every rank applies the same update (spec (g)). ``weight`` (N,) 0/1 drops rows
+        (the distributed sampler's padded repeats, which one process would not see)."""
         if z.ndim != 2 or z.shape[1] != self.dim:
             raise ValueError(f"features must have shape (N, {self.dim}), got {tuple(z.shape)}")
         if y.shape != z.shape[:1]:
             raise ValueError(f"labels must have shape ({z.shape[0]},), got {tuple(y.shape)}")
         z, y = z.detach(), y.detach().long()
+        w = torch.ones_like(y, dtype=torch.float64) if weight is None else weight.detach().to(torch.float64)
         if gather and dist.is_distributed():
-            # one collective: labels ride along as an exact float64 column (C <= 2^53)
-            packed = dist.gather(torch.cat([z.to(torch.float64), y.to(torch.float64)[:, None]], 1))
-            z, y = packed[:, :-1], packed[:, -1].long()
-        sums, counts = self.class_sums(z, y)
+            # one collective: labels and weights ride along as exact float64 columns (C <= 2^53)
+            packed = dist.gather(torch.cat([z.to(torch.float64), y.to(torch.float64)[:, None], w[:, None]], 1))
+            z, y, w = packed[:, :-2], packed[:, -2].long(), packed[:, -1]
+        sums, counts = self.class_sums(z, y, w)
         batch_mean = (sums / counts.clamp_min(1).unsqueeze(1)).to(self.mean_old.dtype)
         counts = counts.to(self.count_old.dtype)
         for mean, count in ((self.mean_old, self.count_old), (self.mean_new, self.count_new)):

@@ -48,3 +48,26 @@ def test_two_nodes_one_process_each_match_one_process(tmp_path):
             torch.testing.assert_close(a["state_dict"][k], v, rtol=1e-4, atol=1e-5, msg=k)
         else:
             assert torch.equal(a["state_dict"][k], v), k
+
+
+@pytest.mark.ddp
+def test_vmf_counts_leave_out_the_samplers_padding(tmp_path):
+    """Issue 11 item 10: one epoch of 585 images on 2 ranks has one padded repeat (586 positions);
+    before, the estimator counted 586 x 2 features where one process counts 585 x 2."""
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK"):
+        env.pop(k, None)
+    port = free_port()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2", "--rdzv_backend", "c10d",
+           "--rdzv_endpoint", f"127.0.0.1:{port}", SCRIPT, str(tmp_path / "multi"), "2", "16", "19"]
+    env["LTCL_NODES_AS_DEVICES"] = "1"
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    single = subprocess.run([sys.executable, SCRIPT, str(tmp_path / "single"), "1", "32", "19"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    a = torch.load(tmp_path / "multi" / "final.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "single" / "final.ckpt", weights_only=True)["state_dict"]
+    assert float(b["estimator.count_new"].sum()) == 585 * 2
+    assert torch.equal(a["estimator.count_new"], b["estimator.count_new"])
+    torch.testing.assert_close(a["estimator.mean_new"], b["estimator.mean_new"], rtol=1e-4, atol=1e-5)

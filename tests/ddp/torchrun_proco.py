@@ -15,7 +15,7 @@ steps = int(sys.argv[4]) if len(sys.argv) > 4 else 2
 pl.seed_everything(0)
 model = ProCo(10, backbone="tiny", proj_dim=8, proj_hidden_dim=16)
 # batch norm normalises per rank (SyncBatchNorm needs a GPU): without it the global batch is the same computation
-for name, module in list(model.named_modules()):
+for module in list(model.modules()):
     for child_name, child in list(module.named_children()):
         if isinstance(child, torch.nn.modules.batchnorm._BatchNorm):
             setattr(module, child_name, torch.nn.Identity())

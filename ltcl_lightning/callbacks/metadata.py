@@ -155,11 +155,11 @@ class RunConfig(SaveConfigCallback):
         # the standard save to trainer.log_dir is replaced by save_config (the run's own folder)
         super().__init__(parser, config, config_filename, overwrite, multifile, save_to_log_dir=False)
         self._params: dict[str, Any] = {}
-        self._run_dir: str | None = None
+        self._run_dir = ""  # the run folder, known at setup
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         # on every rank: trainer.log_dir broadcasts, and save_config / the end hooks run on rank 0 only
-        if self._run_dir is None:
+        if not self._run_dir:
             self._run_dir = run_dir(trainer)
         super().setup(trainer, pl_module, stage)
 

@@ -43,8 +43,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{args.threads} threads, load {os.getloadavg()[0]:.2f}")
+    print(
+        f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads, load {os.getloadavg()[0]:.2f}"
+    )
     # (name, B local, C, p, d): CIFAR-100-LT recipe; ImageNet-LT / iNat per-GPU batch of the official 8 x 32
     cases = [("cifar100", 256, 100, 128, 64), ("imagenet_lt", 32, 1000, 1024, 2048), ("inat18", 32, 8142, 1024, 2048)]
     print("| case | B | C | p | SupCon ms | BalSCL ms (x SupCon) | head_fc prototypes ms (x SupCon) |")
@@ -72,8 +73,7 @@ def main() -> None:
         res = timed([sup, bal, protos] if with_head else [sup, bal], args.repeats)
         (s_med, s_min), (b_med, b_min) = res[0], res[1]
         head = f"{res[2][0]:.1f} ({res[2][1]:.1f}) x{res[2][1] / s_min:.1f}" if with_head else "not run"
-        print(f"| {name} | {b} | {c} | {p} | {s_med:.2f} ({s_min:.2f}) | {b_med:.2f} ({b_min:.2f}) x{b_min / s_min:.2f} "
-              f"| {head} |")
+        print(f"| {name} | {b} | {c} | {p} | {s_med:.2f} ({s_min:.2f}) | {b_med:.2f} ({b_min:.2f}) x{b_min / s_min:.2f} | {head} |")
     print(f"# load at end {os.getloadavg()[0]:.2f}")
 
 

@@ -94,8 +94,13 @@ def bench_update(step_batch: int, repeats: int = 200) -> dict[str, float]:
         opt.step()
         times.append(time.perf_counter() - t)
     step_ms = min(times[1:]) * 1e3
-    return {"update_ms": update_ms, "weights_ms_per_step": weights_ms / steps_per_epoch, "loop_ms": loop_ms,
-            "step_ms": step_ms, "step_batch": step_batch}
+    return {
+        "update_ms": update_ms,
+        "weights_ms_per_step": weights_ms / steps_per_epoch,
+        "loop_ms": loop_ms,
+        "step_ms": step_ms,
+        "step_batch": step_batch,
+    }
 
 
 def main() -> None:
@@ -105,8 +110,10 @@ def main() -> None:
     p.add_argument("--step-batch", type=int, default=32)
     args = p.parse_args()
     torch.set_num_threads(1)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
-          f"torch {torch.__version__}, Pillow {PIL.__version__}, 1 torch thread")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
+        f"torch {torch.__version__}, Pillow {PIL.__version__}, 1 torch thread"
+    )
     data = bench_data(args.samples, args.rounds)
     base = data["SimCLR"]
     print(f"\nper-worker throughput ({args.samples} samples x 2 views, best of {args.rounds} rounds)")
@@ -115,10 +122,14 @@ def main() -> None:
         print(f"{name:<20}{v:>10.0f}{v / base:>10.2f}x")
     up = bench_update(args.step_batch)
     per_step = up["update_ms"] + up["weights_ms_per_step"]
-    print(f"\nmomentum update, batch 512, N 9754: {up['update_ms']:.3f} ms/step + weights {up['weights_ms_per_step']:.4f} ms/step "
-          f"(epoch-end cost / 20 steps); official per-sample loop {up['loop_ms']:.1f} ms/step ({up['loop_ms'] / up['update_ms']:.0f}x)")
-    print(f"one BoostedCL ResNet-18 step at batch {up['step_batch']} (CPU, 1 thread): {up['step_ms']:.0f} ms -> "
-          f"update = {100 * per_step / up['step_ms']:.4f} % of a step (a batch-512 step is ~16x longer)")
+    print(
+        f"\nmomentum update, batch 512, N 9754: {up['update_ms']:.3f} ms/step + weights {up['weights_ms_per_step']:.4f} ms/step "
+        f"(epoch-end cost / 20 steps); official per-sample loop {up['loop_ms']:.1f} ms/step ({up['loop_ms'] / up['update_ms']:.0f}x)"
+    )
+    print(
+        f"one BoostedCL ResNet-18 step at batch {up['step_batch']} (CPU, 1 thread): {up['step_ms']:.0f} ms -> "
+        f"update = {100 * per_step / up['step_ms']:.4f} % of a step (a batch-512 step is ~16x longer)"
+    )
 
 
 if __name__ == "__main__":

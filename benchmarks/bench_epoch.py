@@ -150,13 +150,23 @@ def run_recipe(name: str, device_resident: bool, args, data_dir: str, accelerato
     config = REPO / "experiments" / "cifar100_lt" / f"{name}.yaml"
     cfg = yaml.safe_load(config.read_text())
     overrides = [
-        "--config", str(config), f"--trainer.max_epochs={args.epochs}", f"--trainer.accelerator={accelerator}",
+        "--config",
+        str(config),
+        f"--trainer.max_epochs={args.epochs}",
+        f"--trainer.accelerator={accelerator}",
         # the recipe's listed callbacks (summary table, checkpoints) go; the ones a method needs
         # for its state (re-pruning, momentum weights, vMF) it adds itself and they are timed
-        "--trainer.devices=1", "--trainer.logger=false", "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false",
-        "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
-        f"--trainer.precision={args.precision}", f"--trainer.default_root_dir={tempfile.mkdtemp()}",
-        f"--data.init_args.data_dir={data_dir}", f"--data.init_args.device_resident={str(device_resident).lower()}",
+        "--trainer.devices=1",
+        "--trainer.logger=false",
+        "--trainer.callbacks=[]",
+        "--trainer.enable_checkpointing=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.limit_val_batches=0",
+        "--trainer.num_sanity_val_steps=0",
+        f"--trainer.precision={args.precision}",
+        f"--trainer.default_root_dir={tempfile.mkdtemp()}",
+        f"--data.init_args.data_dir={data_dir}",
+        f"--data.init_args.device_resident={str(device_resident).lower()}",
         f"--data.init_args.num_workers={0 if device_resident else args.workers}",
         f"--data.init_args.persistent_workers={'false' if device_resident else 'true'}",
     ]
@@ -171,8 +181,11 @@ def run_recipe(name: str, device_resident: bool, args, data_dir: str, accelerato
     if args.backbone:
         overrides.append(f"--model.init_args.backbone={args.backbone}")
     if args.compile and device_resident:
-        overrides += ["--trainer.callbacks+=ltcl_lightning.callbacks.compute.ComputeSwitches",
-                      "--trainer.callbacks.channels_last=true", "--trainer.callbacks.compile=step"]
+        overrides += [
+            "--trainer.callbacks+=ltcl_lightning.callbacks.compute.ComputeSwitches",
+            "--trainer.callbacks.channels_last=true",
+            "--trainer.callbacks.compile=step",
+        ]
     cli = cli_main(overrides, run=False)
     dev = torch.device("cuda" if accelerator == "gpu" else "cpu")
     timer = EpochTimer(dev)
@@ -213,11 +226,15 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     device = torch.device("cuda" if gpu else "cpu")
     name = torch.cuda.get_device_name(0) if gpu else platform.processor() or platform.machine()
-    print(f"# bench_epoch: {time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, {name}, "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, argv {' '.join(sys.argv[1:]) or '(defaults)'}")
+    print(
+        f"# bench_epoch: {time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, {name}, "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, argv {' '.join(sys.argv[1:]) or '(defaults)'}"
+    )
 
-    print("\n## Augmentation alone (views/s; per-sample: one process, one thread; batched: batch 256, "
-          f"{'on the GPU' if gpu else 'one CPU thread'})\n")
+    print(
+        "\n## Augmentation alone (views/s; per-sample: one process, one thread; batched: batch 256, "
+        f"{'on the GPU' if gpu else 'one CPU thread'})\n"
+    )
     print("| view | per-sample views/s | batched views/s | batched / per-sample |\n|---|---:|---:|---:|")
     for view, ps, b in bench_augment(device, args.aug_images, 256):
         print(f"| {view} | {ps:,.0f} | {b:,.0f} | x{b / ps:.1f} |")
@@ -227,16 +244,23 @@ def main(argv: list[str] | None = None) -> None:
     args.synthetic = args.data_dir is None
     data_dir = args.data_dir or str(write_cifar100(Path(tempfile.gettempdir()) / "ltcl_bench_cifar100"))
     accelerator = "gpu" if gpu else "cpu"
-    print(f"\n## Training (backbone: {args.backbone or 'as in the recipes'}, precision {args.precision}, "
-          f"{'full epochs' if not args.batches else f'{args.batches} batches per epoch'}, worker path with "
-          f"{args.workers} workers; epoch = the last of {args.epochs}; eval = one pass over the 10,000 test images / 10)\n")
-    print("| recipe | worker s/epoch | worker views/s | device s/epoch | device views/s | device x worker | "
-          "device s/epoch + eval/10 |\n|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"\n## Training (backbone: {args.backbone or 'as in the recipes'}, precision {args.precision}, "
+        f"{'full epochs' if not args.batches else f'{args.batches} batches per epoch'}, worker path with "
+        f"{args.workers} workers; epoch = the last of {args.epochs}; eval = one pass over the 10,000 test images / 10)\n"
+    )
+    print(
+        "| recipe | worker s/epoch | worker views/s | device s/epoch | device views/s | device x worker | "
+        "device s/epoch + eval/10 |\n|---|---:|---:|---:|---:|---:|---:|"
+    )
     for recipe in args.recipes:
         w_epoch, w_rate, _ = run_recipe(recipe, False, args, data_dir, accelerator)
         d_epoch, d_rate, d_eval = run_recipe(recipe, True, args, data_dir, accelerator)
-        print(f"| {recipe} | {w_epoch:.2f} | {w_rate:,.0f} | {d_epoch:.2f} | {d_rate:,.0f} | x{d_rate / w_rate:.1f} | "
-              f"{d_epoch + d_eval / 10:.2f} |", flush=True)
+        print(
+            f"| {recipe} | {w_epoch:.2f} | {w_rate:,.0f} | {d_epoch:.2f} | {d_rate:,.0f} | x{d_rate / w_rate:.1f} | "
+            f"{d_epoch + d_eval / 10:.2f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,7 @@ def write_inat_list(path: Path) -> None:
     labels = rng.permutation(np.repeat(np.arange(INAT_CLASSES), counts))
     kingdoms = ("Plantae", "Insecta", "Aves", "Reptilia", "Mammalia", "Fungi", "Amphibia")
     lines = [
-        f"train_val2018/{kingdoms[c % 7]}/{c}/{hashlib.md5(str(i).encode()).hexdigest()}.jpg {c}\n"
-        for i, c in enumerate(labels.tolist())
+        f"train_val2018/{kingdoms[c % 7]}/{c}/{hashlib.md5(str(i).encode()).hexdigest()}.jpg {c}\n" for i, c in enumerate(labels.tolist())
     ]
     path.write_text("".join(lines))
 
@@ -124,8 +123,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (one DataLoader worker uses 1)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}, numpy {np.__version__}, torch threads {args.threads}")
+    print(
+        f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, numpy {np.__version__}, torch threads {args.threads}"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -162,8 +163,10 @@ def main() -> None:
             ours[0], base[0]  # warm-up
             r_ours = throughput(ours, args.images, args.repeats)
             r_base = throughput(base, args.images, args.repeats)
-            print(f"  views {'+'.join(views):15s}: list file {r_ours:7.1f} img/s   ImageFolder {r_base:7.1f} img/s   "
-                  f"ratio {r_ours / r_base:.2f}")
+            print(
+                f"  views {'+'.join(views):15s}: list file {r_ours:7.1f} img/s   ImageFolder {r_base:7.1f} img/s   "
+                f"ratio {r_ours / r_base:.2f}"
+            )
 
 
 if __name__ == "__main__":

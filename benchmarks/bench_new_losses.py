@@ -55,13 +55,19 @@ def cases(b: int, p: int, c: int, k: int, device: torch.device) -> dict[str, tup
         "DCL (tau+ 0.1)": ("ssl", lambda: debiased_nt_xent_loss(*z(), 0.2, 0.1)),
         "SupCon": ("sup", lambda: supcon_loss(list(z()), labels, 0.1)),
         f"queue SupCon (K {k})": ("sup", lambda: queue_supcon_loss(z()[0], z()[1].detach(), labels, queue, queue_labels, 0.1)),
-        f"PaCo (K {k})": ("sup", lambda: paco_loss(z()[0], z()[1], labels, centre[:b], queue, queue_labels, 0.1, 0.05,
-                                                   log_prior=log_prior)),
+        f"PaCo (K {k})": (
+            "sup",
+            lambda: paco_loss(z()[0], z()[1], labels, centre[:b], queue, queue_labels, 0.1, 0.05, log_prior=log_prior),
+        ),
         f"KCL (K {k}, k 6)": ("sup", lambda: sum(kcl_loss(z()[0], z()[1], labels, queue, queue_labels, 0.07, 6, scores))),
-        f"TSC (K {k}, k 6)": ("sup", lambda: sum(kcl_loss(z()[0], z()[1], labels, queue, queue_labels, 0.07, 6, scores,
-                                                           targets, target_pos, 0.2))),
-        f"GPaCo (K {k})": ("sup", lambda: paco_loss(*z(), labels, centre, queue, queue_labels, 0.1, 0.05,
-                                                    log_prior=log_prior, anchors="both")),
+        f"TSC (K {k}, k 6)": (
+            "sup",
+            lambda: sum(kcl_loss(z()[0], z()[1], labels, queue, queue_labels, 0.07, 6, scores, targets, target_pos, 0.2)),
+        ),
+        f"GPaCo (K {k})": (
+            "sup",
+            lambda: paco_loss(*z(), labels, centre, queue, queue_labels, 0.1, 0.05, log_prior=log_prior, anchors="both"),
+        ),
     }
 
 

@@ -163,8 +163,10 @@ def child(impl: str, c: int, p: int, repeats: int) -> None:
 def main() -> None:
     cases = [(100, 128), (1000, 128), (8142, 128), (100, 1024), (1000, 1024), (8142, 1024)]
     load0 = os.getloadavg()
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, threads {os.environ.get('BENCH_THREADS', '2')}, B {B}, "
-          f"load at start {load0[0]:.2f}")
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, threads {os.environ.get('BENCH_THREADS', '2')}, B {B}, "
+        f"load at start {load0[0]:.2f}"
+    )
     print(f"{'C':>6} {'p':>5} | {'official min/med ms':>22} {'MiB':>7} | {'ours min/med ms':>18} {'MiB':>7} | {'speed-up':>8} {'mem':>6}")
     for c, p in cases:
         res = {}
@@ -173,16 +175,20 @@ def main() -> None:
                 res[impl] = None
                 continue
             repeats = 2 if impl == "official" and c * p >= 1000 * 1024 else 3
-            out = subprocess.run([sys.executable, __file__, "--child", impl, str(c), str(p), str(repeats)],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", impl, str(c), str(p), str(repeats)], capture_output=True, text=True, check=True
+            )
             res[impl] = json.loads(out.stdout.strip().splitlines()[-1])
         o, u = res["official"], res["ours"]
         if o is None:
             print(f"{c:>6} {p:>5} | {'(skipped)':>22} {'':>7} | {u['min_ms']:>8.1f}/{u['median_ms']:<9.1f} {u['peak_mib']:>7.0f} |")
         else:
-            print(f"{c:>6} {p:>5} | {o['min_ms']:>10.1f}/{o['median_ms']:<11.1f} {o['peak_mib']:>7.0f} | "
-                  f"{u['min_ms']:>8.1f}/{u['median_ms']:<9.1f} {u['peak_mib']:>7.0f} | "
-                  f"{o['min_ms'] / u['min_ms']:>7.1f}x {o['peak_mib'] / max(u['peak_mib'], 1):>5.1f}x", flush=True)
+            print(
+                f"{c:>6} {p:>5} | {o['min_ms']:>10.1f}/{o['median_ms']:<11.1f} {o['peak_mib']:>7.0f} | "
+                f"{u['min_ms']:>8.1f}/{u['median_ms']:<9.1f} {u['peak_mib']:>7.0f} | "
+                f"{o['min_ms'] / u['min_ms']:>7.1f}x {o['peak_mib'] / max(u['peak_mib'], 1):>5.1f}x",
+                flush=True,
+            )
     print(f"load at end {os.getloadavg()[0]:.2f}")
 
 

@@ -74,9 +74,11 @@ def main() -> None:
     args = p.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+    )
 
     def batch(b, size):
         g = torch.Generator().manual_seed(1)
@@ -111,7 +113,8 @@ def main() -> None:
         "mask recompute R50 (kthvalue)": lambda: prune_global(r50.backbone, 0.3),
         "mask recompute R50 (reference numpy sort)": lambda: _reference_numpy_threshold(r50),
         f"SDCLR R50 step (batch {args.r50_batch}, {args.r50_size}px)": _step_fn(
-            r50, b50, torch.optim.SGD(r50.parameters(), lr=0.01, momentum=0.9)),
+            r50, b50, torch.optim.SGD(r50.parameters(), lr=0.01, momentum=0.9)
+        ),
     }
     for fn in r50_vars.values():
         fn()
@@ -127,11 +130,12 @@ def main() -> None:
         print(f"{name:<46}{min(ts):>10.4f}{statistics.median(ts):>10.4f}")
     base = "SimCLR (2-layer head, 2B fwd)"
     for name in ("SDCLR (3-layer dual-BN head)", "SDCLR (2-layer dual-BN head)"):
-        print(f"ratio {name} / SimCLR: min {min(times[name]) / min(times[base]):.3f}, "
-              f"median {statistics.median(times[name]) / statistics.median(times[base]):.3f}")
+        print(
+            f"ratio {name} / SimCLR: min {min(times[name]) / min(times[base]):.3f}, "
+            f"median {statistics.median(times[name]) / statistics.median(times[base]):.3f}"
+        )
     step = [k for k in times if k.startswith("SDCLR R50 step")][0]
-    print(f"ratio R50 mask recompute / R50 step: min "
-          f"{min(times['mask recompute R50 (kthvalue)']) / min(times[step]):.3f}")
+    print(f"ratio R50 mask recompute / R50 step: min {min(times['mask recompute R50 (kthvalue)']) / min(times[step]):.3f}")
 
 
 if __name__ == "__main__":

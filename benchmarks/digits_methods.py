@@ -60,22 +60,33 @@ def runs(n_train: int):
         "SupCon": (lambda: SupCon(10, optimizer=sgd(0.3), temperature=0.1, **ssl), DigitsLTDataModule),
         "SDCLR (ratio 0.9)": (lambda: SDCLR(10, optimizer=sgd(0.3, 1e-4), **ssl), DigitsLTDataModule),
         "BoostedCL (BCL-I)": (lambda: BoostedCL(10, optimizer=sgd(0.3), num_samples=n_train, **ssl), lambda: BoostedDigitsLT(rand_k=1)),
-        "CE + logit adj.": (lambda: CrossEntropy(10, optimizer=sgd(0.1), logit_adjust_tau=1.0, **sup), lambda: DigitsLTDataModule(train_views=["crop_flip"])),
+        "CE + logit adj.": (
+            lambda: CrossEntropy(10, optimizer=sgd(0.1), logit_adjust_tau=1.0, **sup),
+            lambda: DigitsLTDataModule(train_views=["crop_flip"]),
+        ),
         "BalancedCL": (lambda: BalancedCL(10, optimizer=sgd(0.1), proj_hidden_dim=128, proj_dim=64, **sup), two),
         "ProCo": (lambda: ProCo(10, optimizer=sgd(0.1), proj_hidden_dim=128, proj_dim=64, **sup), two),
         # t_max 3 of 30 epochs: the official 200 of 2000
-        "SimCLR + TS": (lambda: SimCLR(10, optimizer=sgd(0.3), **ssl), DigitsLTDataModule,
-                        [TemperatureSchedule(tau_min=0.1, tau_max=1.0, t_max=3)]),
+        "SimCLR + TS": (
+            lambda: SimCLR(10, optimizer=sgd(0.3), **ssl),
+            DigitsLTDataModule,
+            [TemperatureSchedule(tau_min=0.1, tau_max=1.0, t_max=3)],
+        ),
         "HCL (SimCLR)": (lambda: HardNegativeSimCLR(10, optimizer=sgd(0.3), tau_plus=0.1, beta=1.0, **ssl), DigitsLTDataModule),
         "DCL (SimCLR)": (lambda: DebiasedSimCLR(10, optimizer=sgd(0.3), tau_plus=0.1, **ssl), DigitsLTDataModule),
-        "PaCo": (lambda: PaCo(10, optimizer=sgd(0.1), proj_dim=32, queue_size=256, temperature=0.1, alpha=0.05, **sup),
-                 lambda: DigitsLTDataModule(train_views=["crop_flip", "digits"])),
-        "KCL": (lambda: KCL(10, optimizer=sgd(0.3), proj_dim=64, queue_size=256, temperature=0.1, **sup),
-                DigitsLTDataModule),
-        "TSC": (lambda: TSC(10, optimizer=sgd(0.3), proj_dim=64, queue_size=256, temperature=0.1, target_steps=1000, **sup),
-                DigitsLTDataModule),
-        "GPaCo": (lambda: GPaCo(10, optimizer=sgd(0.1), proj_dim=32, queue_size=256, temperature=0.1, alpha=0.05, **sup),
-                  lambda: DigitsLTDataModule(train_views=["crop_flip", "digits"])),
+        "PaCo": (
+            lambda: PaCo(10, optimizer=sgd(0.1), proj_dim=32, queue_size=256, temperature=0.1, alpha=0.05, **sup),
+            lambda: DigitsLTDataModule(train_views=["crop_flip", "digits"]),
+        ),
+        "KCL": (lambda: KCL(10, optimizer=sgd(0.3), proj_dim=64, queue_size=256, temperature=0.1, **sup), DigitsLTDataModule),
+        "TSC": (
+            lambda: TSC(10, optimizer=sgd(0.3), proj_dim=64, queue_size=256, temperature=0.1, target_steps=1000, **sup),
+            DigitsLTDataModule,
+        ),
+        "GPaCo": (
+            lambda: GPaCo(10, optimizer=sgd(0.1), proj_dim=32, queue_size=256, temperature=0.1, alpha=0.05, **sup),
+            lambda: DigitsLTDataModule(train_views=["crop_flip", "digits"]),
+        ),
     }
 
 
@@ -91,9 +102,16 @@ def main() -> None:
             continue
         pl.seed_everything(0, verbose=False)
         model, dm = make_model(), make_data()
-        trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=args.epochs, logger=False,
-                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                             callbacks=callbacks[0] if callbacks else None)
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_epochs=args.epochs,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=callbacks[0] if callbacks else None,
+        )
         t0 = time.perf_counter()
         trainer.fit(model, dm)
         secs[name] = time.perf_counter() - t0

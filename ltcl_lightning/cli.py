@@ -28,11 +28,7 @@ from lightning.pytorch.cli import LightningCLI
 from ltcl_lightning.callbacks.metadata import RunConfig, log_test_into_training_run, wandb_run_defaults
 from ltcl_lightning.data.base import LongTailDataModule
 from ltcl_lightning.methods.base import LongTailMethod
-from ltcl_lightning.utils.checkpoint import (
-    AtomicCheckpointIO,
-    check_checkpoint_classes,
-    load_checkpoint,
-)
+from ltcl_lightning.utils.checkpoint import AtomicCheckpointIO, check_checkpoint_classes, load_checkpoint
 
 _LINKED = ("num_classes", "class_counts")
 _LINK_FAILED = "Call to compute_fn of link"

@@ -35,8 +35,13 @@ def version() -> str:
 
 def usage() -> str:
     names = [*LIGHTNING_COMMANDS, *EXTRA_COMMANDS]
-    lines = [f"usage: ltcl [-h] [--version] {{{','.join(names)}}} ...", "",
-             "Long-tailed contrastive learning with PyTorch Lightning.", "", "commands:"]
+    lines = [
+        f"usage: ltcl [-h] [--version] {{{','.join(names)}}} ...",
+        "",
+        "Long-tailed contrastive learning with PyTorch Lightning.",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:<10} {text}" for name, text in LIGHTNING_COMMANDS.items()]
     lines += [f"  {name:<10} {text}" for name, (_, text) in EXTRA_COMMANDS.items()]
     lines += ["", "`ltcl COMMAND --help` shows a command's options."]

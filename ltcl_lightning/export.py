@@ -62,15 +62,21 @@ def export(checkpoint: str, out: str | Path, method: str | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="ltcl export", description="Export a checkpoint's backbone as a plain state_dict "
-                                "(torchvision keys for ResNet-18-CIFAR / ResNet-50 / ResNeXt-50) plus a JSON description.")
+    p = argparse.ArgumentParser(
+        prog="ltcl export",
+        description="Export a checkpoint's backbone as a plain state_dict "
+        "(torchvision keys for ResNet-18-CIFAR / ResNet-50 / ResNeXt-50) plus a JSON description.",
+    )
     p.add_argument("checkpoint", help="a .ckpt written by `ltcl fit`")
     p.add_argument("out", help="where to write the state_dict (e.g. backbone.pt); the JSON goes next to it (backbone.json)")
     p.add_argument("--method", default=None, help="class path of the method, if the checkpoint does not record it")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     info = export(args.checkpoint, args.out, args.method)
-    print(f"ltcl export: {args.out} ({info['backbone']}, {info['feature_dim']}-d features"
-          f"{', torchvision keys' if info['torchvision'] else ''}) and {Path(args.out).with_suffix('.json')}", flush=True)
+    print(
+        f"ltcl export: {args.out} ({info['backbone']}, {info['feature_dim']}-d features"
+        f"{', torchvision keys' if info['torchvision'] else ''}) and {Path(args.out).with_suffix('.json')}",
+        flush=True,
+    )
     return info
 
 

@@ -40,8 +40,7 @@ def knn_scores(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if train_features.ndim != 2 or query_features.ndim != 2 or train_features.shape[1] != query_features.shape[1]:
         raise ValueError(
-            f"features must be (N, D) and (Q, D) with the same D, got {tuple(train_features.shape)} and "
-            f"{tuple(query_features.shape)}"
+            f"features must be (N, D) and (Q, D) with the same D, got {tuple(train_features.shape)} and {tuple(query_features.shape)}"
         )
     if train_labels.shape != (train_features.shape[0],):
         raise ValueError(f"train_labels must be ({train_features.shape[0]},), got {tuple(train_labels.shape)}")

@@ -31,7 +31,9 @@ def summarize(per_class: torch.Tensor, support: torch.Tensor, groups: torch.Tens
     return out
 
 
-def most_confused_pairs(preds: torch.Tensor, target: torch.Tensor, num_classes: int, k: int | None = None) -> list[tuple[int, int, int, float]]:
+def most_confused_pairs(
+    preds: torch.Tensor, target: torch.Tensor, num_classes: int, k: int | None = None
+) -> list[tuple[int, int, int, float]]:
     """The ``k`` (default: all) largest off-diagonal confusion counts as ``(true, predicted, count,
     rate)``, rate = count / number of evaluation images of the true class. Ordered by count, then
     rate, then (true, predicted). Sparse: O(N log N) for N predictions, no C x C matrix."""

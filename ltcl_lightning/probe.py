@@ -78,19 +78,33 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument("checkpoint", help="a .ckpt written by `ltcl fit` (SimCLR, SDCLR, BoostedCL, SupCon, ...)")
     p.add_subclass_arguments(
-        LongTailDataModule, "data", required=False,
+        LongTailDataModule,
+        "data",
+        required=False,
         help="the probe data (default: the checkpoint's datamodule; --data.init_args.X=... overrides one argument)",
     )
     p.add_argument("--data-dir", default=None, help="shortcut for --data.init_args.data_dir (e.g. the CIFAR folder)")
-    p.add_argument("--splits-dir", default=None, help="CIFAR: folder with trainIdxList.npy and split{k}_test_{n}shot.npy "
-                   "(default: the published files shipped with the package, ltcl_lightning/splits/cifar100 or cifar10)")
-    p.add_argument("--shots", default=None, help="comma-separated probe sets: full,100,50 (CIFAR), full,fewshot (list "
-                   "files); default: every set the data has")
+    p.add_argument(
+        "--splits-dir",
+        default=None,
+        help="CIFAR: folder with trainIdxList.npy and split{k}_test_{n}shot.npy "
+        "(default: the published files shipped with the package, ltcl_lightning/splits/cifar100 or cifar10)",
+    )
+    p.add_argument(
+        "--shots",
+        default=None,
+        help="comma-separated probe sets: full,100,50 (CIFAR), full,fewshot (list files); default: every set the data has",
+    )
     p.add_argument("--splits", default="1,2,3,4,5", help="CIFAR few-shot split ids to average over")
     p.add_argument("--method", default=None, help="class path of the pre-training method, if the checkpoint lacks it")
     p.add_argument("--grouping", choices=["thirds", "threshold"], default="thirds", help="groups of the pre-training counts")
-    p.add_argument("--mean", type=float, nargs=3, default=None,
-                   help="input normalisation mean (default: the pre-training datamodule's, saved in the checkpoint)")
+    p.add_argument(
+        "--mean",
+        type=float,
+        nargs=3,
+        default=None,
+        help="input normalisation mean (default: the pre-training datamodule's, saved in the checkpoint)",
+    )
     p.add_argument("--std", type=float, nargs=3, default=None, help="input normalisation std (as --mean)")
     p.add_argument("--epochs", type=int, default=500)
     p.add_argument("--lr", type=float, default=1e-2)
@@ -123,8 +137,16 @@ def extract_features(backbone: nn.Module, dataset, batch_size: int, num_workers:
 
 # ----- the official eval_sgd ------------------------------------------------------------------
 def train_linear(
-    x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: int, lr: float, min_lr: float,
-    weight_decay: float, batch_size: int, generator: torch.Generator, bar=None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    epochs: int,
+    lr: float,
+    min_lr: float,
+    weight_decay: float,
+    batch_size: int,
+    generator: torch.Generator,
+    bar=None,
 ) -> nn.Linear:
     """Adam + ExponentialLR(gamma = (min_lr / lr) ** (1 / epochs)), stepped per epoch."""
     clf = nn.Linear(x.shape[1], num_classes).to(x.device)
@@ -234,11 +256,13 @@ def resolve_data(parser: ArgumentParser, argv: list[str], cfg: Namespace, hparam
     dm = parser.instantiate(cfg).data
     if hparams.get("_datamodule_class"):
         pretrain = data_signature(checkpoint_datamodule(hparams, repr(cfg.checkpoint)))
-        check_same_inputs(pretrain, data_signature(dm), repr(cfg.checkpoint),
-                          ignore=("mean", "std") if cfg.mean is not None else ())
+        check_same_inputs(pretrain, data_signature(dm), repr(cfg.checkpoint), ignore=("mean", "std") if cfg.mean is not None else ())
     else:
-        print(f"ltcl probe: {cfg.checkpoint} does not record its datamodule; image size and normalisation of "
-              f"{cfg.data.class_path} cannot be checked against pre-training.", flush=True)
+        print(
+            f"ltcl probe: {cfg.checkpoint} does not record its datamodule; image size and normalisation of "
+            f"{cfg.data.class_path} cannot be checked against pre-training.",
+            flush=True,
+        )
     return dm, cfg
 
 
@@ -260,8 +284,10 @@ def generic_sets(dm: LongTailDataModule, shots: list[str]) -> tuple[dict[str, li
             sets["full"] = [("full", dm.train_eval_dataset())]
         elif shot == "fewshot":
             if not isinstance(dm, ListFileDataModule) or dm.fewshot_list is None:
-                raise ValueError(f"--shots fewshot needs list-file data with a fewshot_list; {type(dm).__name__} has none "
-                                 "(pass --data.init_args.fewshot_list=<list>)")
+                raise ValueError(
+                    f"--shots fewshot needs list-file data with a fewshot_list; {type(dm).__name__} has none "
+                    "(pass --data.init_args.fewshot_list=<list>)"
+                )
             sets["fewshot"] = [("fewshot", dm.datasets.get("fewshot") or dm.probe_dataloader("fewshot").dataset)]
         else:
             raise ValueError(f"unknown shot setting {shot!r} for {type(dm).__name__}: use full or fewshot")
@@ -276,18 +302,23 @@ def run(cfg: Namespace, dm: LongTailDataModule, loaded: tuple) -> dict:
         raise ValueError(f"--epochs and --batch-size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
     backbone, pretrain_counts, num_classes, hparams = loaded
     if dm.num_classes != num_classes:
-        raise ValueError(f"the checkpoint's model has {num_classes} classes, the probe data {type(dm).__name__} "
-                         f"{dm.num_classes}: probe on the pre-training label set")
+        raise ValueError(
+            f"the checkpoint's model has {num_classes} classes, the probe data {type(dm).__name__} "
+            f"{dm.num_classes}: probe on the pre-training label set"
+        )
     for cls, name in FEWSHOT_DEFAULTS.items():
         if type(dm) is cls and dm.fewshot_list is None:
             dm.fewshot_list = name
-            print(f"ltcl probe: few-shot list {name} (the published 1 % subset, shipped; "
-                  "--data.init_args.fewshot_list=... for another)", flush=True)
+            print(
+                f"ltcl probe: few-shot list {name} (the published 1 % subset, shipped; --data.init_args.fewshot_list=... for another)",
+                flush=True,
+            )
     shots = [s.strip() for s in cfg.shots.split(",") if s.strip()] if cfg.shots else _default_shots(dm)
     groups = class_groups(pretrain_counts, cfg.grouping).to(device)
     backbone = backbone.to(device)
     feat = lambda ds, desc: extract_features(  # noqa: E731
-        backbone, ds, cfg.feature_batch_size, cfg.num_workers, device, desc, progress)
+        backbone, ds, cfg.feature_batch_size, cfg.num_workers, device, desc, progress
+    )
 
     features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     names_by_shot: dict[str, list[str]] = {}
@@ -342,12 +373,20 @@ def run(cfg: Namespace, dm: LongTailDataModule, loaded: tuple) -> dict:
     label = {"full": "full-shot", "100": "100-shot (mean)", "50": "50-shot (mean)", "fewshot": "few-shot"}
     table = {f"{label.get(s, s)} linear": r for s, r in summary.items()}
     table.update({f"{label.get(s, s)} kNN": r for s, r in knn_summary.items()})
-    print(f"\nProbes of {cfg.checkpoint} on {type(dm).__name__} (%; groups: {cfg.grouping} of the pre-training counts; "
-          f"kNN k={cfg.knn_k}, T={cfg.knn_temperature})")
+    print(
+        f"\nProbes of {cfg.checkpoint} on {type(dm).__name__} (%; groups: {cfg.grouping} of the pre-training counts; "
+        f"kNN k={cfg.knn_k}, T={cfg.knn_temperature})"
+    )
     print(format_table(table), flush=True)
-    out = {"checkpoint": str(cfg.checkpoint), "datamodule": data_signature(dm) | {"class_path": cfg.data.class_path},
-           "grouping": cfg.grouping, "epochs": cfg.epochs, "summary": summary, "per_set": per_set,
-           "knn": {"k": cfg.knn_k, "temperature": cfg.knn_temperature, "summary": knn_summary, "per_set": knn_per_set}}
+    out = {
+        "checkpoint": str(cfg.checkpoint),
+        "datamodule": data_signature(dm) | {"class_path": cfg.data.class_path},
+        "grouping": cfg.grouping,
+        "epochs": cfg.epochs,
+        "summary": summary,
+        "per_set": per_set,
+        "knn": {"k": cfg.knn_k, "temperature": cfg.knn_temperature, "summary": knn_summary, "per_set": knn_per_set},
+    }
     if cfg.output:
         os.makedirs(os.path.dirname(os.path.abspath(cfg.output)), exist_ok=True)
         with open(cfg.output, "w") as f:

@@ -81,8 +81,10 @@ def write_per_class_rows(path: Path, rows: list[list]) -> None:
         w.writerows(rows)
 
 
-_DAMAGED_FIX = ("The file is damaged (a run killed while writing it, or edited by hand): evaluate the checkpoint "
-                "again to rewrite it (ltcl test / validate --ckpt_path ...), or leave this run out of the report")
+_DAMAGED_FIX = (
+    "The file is damaged (a run killed while writing it, or edited by hand): evaluate the checkpoint "
+    "again to rewrite it (ltcl test / validate --ckpt_path ...), or leave this run out of the report"
+)
 
 
 def _row_problem(r: dict) -> str | None:
@@ -205,7 +207,9 @@ def _group_spans(grp: np.ndarray) -> list[tuple[int, int, int]]:
     return spans
 
 
-def _per_class_axes(ax, pc: PerClass, order: np.ndarray, offset: float = 0.0, width: float = 0.8, label_prefix: str = "", alpha: float = 1.0):
+def _per_class_axes(
+    ax, pc: PerClass, order: np.ndarray, offset: float = 0.0, width: float = 0.8, label_prefix: str = "", alpha: float = 1.0
+):
     """Per-class accuracy in %, head to tail: bars coloured by group, a marker on every class at
     0 % (a bar of height 0 is invisible), group boundaries and each group's mean as a line."""
     x = np.arange(pc.num_classes)
@@ -214,12 +218,25 @@ def _per_class_axes(ax, pc: PerClass, order: np.ndarray, offset: float = 0.0, wi
     for g, gname in enumerate(GROUP_NAMES):
         sel = grp == g
         if sel.any():
-            ax.bar(x[sel] + offset, acc[sel], width=width, color=GROUP_COLORS[gname], alpha=alpha,
-                   label=f"{label_prefix}{GROUP_LABELS[gname]} ({int(sel.sum())})")
+            ax.bar(
+                x[sel] + offset,
+                acc[sel],
+                width=width,
+                color=GROUP_COLORS[gname],
+                alpha=alpha,
+                label=f"{label_prefix}{GROUP_LABELS[gname]} ({int(sel.sum())})",
+            )
     zero = acc == 0
     if zero.any():
-        ax.plot(x[zero] + offset, np.zeros(int(zero.sum())), "v", ms=4, color="black", clip_on=False,
-                label=f"{label_prefix}0 % ({int(zero.sum())} classes)")
+        ax.plot(
+            x[zero] + offset,
+            np.zeros(int(zero.sum())),
+            "v",
+            ms=4,
+            color="black",
+            clip_on=False,
+            label=f"{label_prefix}0 % ({int(zero.sum())} classes)",
+        )
     _group_lines(ax, pc, grp, acc)
 
 
@@ -232,8 +249,15 @@ def _group_lines(ax, pc: PerClass, grp: np.ndarray, acc: np.ndarray, x: np.ndarr
         if k:
             ax.axvline(x[start] - 0.5, color="gray", lw=0.8, ls=":")
         gname = GROUP_NAMES[g]
-        ax.hlines(100 * summary[gname], x[start] - 0.5, x[end - 1] + 0.5, color=GROUP_COLORS[gname], lw=2, ls="--",
-                  label=None if g in labelled else f"{GROUP_LABELS[gname]} mean {100 * summary[gname]:.1f} %")
+        ax.hlines(
+            100 * summary[gname],
+            x[start] - 0.5,
+            x[end - 1] + 0.5,
+            color=GROUP_COLORS[gname],
+            lw=2,
+            ls="--",
+            label=None if g in labelled else f"{GROUP_LABELS[gname]} mean {100 * summary[gname]:.1f} %",
+        )
         labelled.add(g)
 
 
@@ -282,10 +306,14 @@ def per_class_figure(pc: PerClass, title: str | None = None):
     # outside the axes: a legend inside would cover the tail classes
     ax.legend(h1 + h2, l1 + l2, loc="upper left", bbox_to_anchor=(1.1, 1.0), fontsize=8, borderaxespad=0)
     s = pc.summary()
-    ax.set_title(title or (
-        f"{pc.name} (epoch {pc.epoch}): overall {100 * s['acc']:.1f} %, Many {100 * s['many']:.1f}, "
-        f"Medium {100 * s['medium']:.1f}, Few {100 * s['few']:.1f}"
-    ), fontsize=10)
+    ax.set_title(
+        title
+        or (
+            f"{pc.name} (epoch {pc.epoch}): overall {100 * s['acc']:.1f} %, Many {100 * s['many']:.1f}, "
+            f"Medium {100 * s['medium']:.1f}, Few {100 * s['few']:.1f}"
+        ),
+        fontsize=10,
+    )
     return fig
 
 
@@ -338,7 +366,9 @@ def compare_figure(a: PerClass, b: PerClass):
     sa, sb = a.summary(), b.summary()
     ax.set_title(
         f"{a.name}: overall {100 * sa['acc']:.1f} / Few {100 * sa['few']:.1f}   vs   "
-        f"{b.name}: overall {100 * sb['acc']:.1f} / Few {100 * sb['few']:.1f}", fontsize=10)
+        f"{b.name}: overall {100 * sb['acc']:.1f} / Few {100 * sb['few']:.1f}",
+        fontsize=10,
+    )
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # off the tail
     diff = 100 * (b.accuracy - a.accuracy)[order]
     axd.bar(x, diff, width=1.0 if a.num_classes > MAX_BARS else 0.8, color=np.where(diff >= 0, "#2ca02c", "#d62728"))
@@ -388,8 +418,13 @@ def aggregate_runs(summaries: Sequence[tuple[Path, dict]]) -> list[dict]:
         groups.setdefault((s.get("method"), s.get("dataset")), []).append(s)
     rows = []
     for (method, dataset), runs in groups.items():
-        row = {"method": method, "dataset": dataset, "n": len(runs), "seeds": [r.get("seed") for r in runs],
-               "selected_on": sorted({str(r.get("selected_on", "unknown")) for r in runs})}
+        row = {
+            "method": method,
+            "dataset": dataset,
+            "n": len(runs),
+            "seeds": [r.get("seed") for r in runs],
+            "selected_on": sorted({str(r.get("selected_on", "unknown")) for r in runs}),
+        }
         parts = {"last": [(r.get("val") or {}).get("last") for r in runs], "best": [(r.get("val") or {}).get("best") for r in runs]}
         labels = sorted({k for r in runs for k in (r.get("test_at") or {})})
         if labels:  # the test set at the validation-selected and at the last checkpoint
@@ -432,9 +467,13 @@ def markdown_table(rows: Sequence[dict]) -> str:
 def latex_table(rows: Sequence[dict]) -> str:
     parts = _parts(rows)
     cols = "l" + "c" * (1 + 4 * len(parts))
-    lines = [f"\\begin{{tabular}}{{{cols}}}", "\\toprule",
-             "& & " + " & ".join(f"\\multicolumn{{4}}{{c}}{{{label}}}" for _, label in parts) + " \\\\",
-             "Method & Runs & " + " & ".join(lab for _ in parts for lab in TABLE_LABELS) + " \\\\", "\\midrule"]
+    lines = [
+        f"\\begin{{tabular}}{{{cols}}}",
+        "\\toprule",
+        "& & " + " & ".join(f"\\multicolumn{{4}}{{c}}{{{label}}}" for _, label in parts) + " \\\\",
+        "Method & Runs & " + " & ".join(lab for _ in parts for lab in TABLE_LABELS) + " \\\\",
+        "\\midrule",
+    ]
     for r in rows:
         cells = [str(r["method"]).replace("_", "\\_"), str(r["n"])]
         for p, _ in parts:
@@ -444,8 +483,9 @@ def latex_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_report(run_dirs: Sequence[Path], out: Path | None = None, split: str = "auto", epoch: int | None = None,
-                 names: Sequence[str] | None = None) -> list[Path]:
+def write_report(
+    run_dirs: Sequence[Path], out: Path | None = None, split: str = "auto", epoch: int | None = None, names: Sequence[str] | None = None
+) -> list[Path]:
     """Write the figures for any number of runs (two: also compared side by side) and return their paths."""
     if not run_dirs:
         raise ValueError("give at least one run folder")

@@ -47,9 +47,19 @@ def write_cifar_archive(root: Path, num_classes: int, train_labels: np.ndarray |
         for k in range(5):
             lab = train_labels[k * 10000 : (k + 1) * 10000]
             with open(folder / f"data_batch_{k + 1}", "wb") as f:
-                pickle.dump({"batch_label": "training batch", "labels": lab.tolist(), "data": images(lab), "filenames": ["x.png"] * len(lab)}, f)
+                pickle.dump(
+                    {"batch_label": "training batch", "labels": lab.tolist(), "data": images(lab), "filenames": ["x.png"] * len(lab)}, f
+                )
         with open(folder / "test_batch", "wb") as f:
-            pickle.dump({"batch_label": "testing batch", "labels": test_labels.tolist(), "data": images(test_labels), "filenames": ["x.png"] * n_test}, f)
+            pickle.dump(
+                {
+                    "batch_label": "testing batch",
+                    "labels": test_labels.tolist(),
+                    "data": images(test_labels),
+                    "filenames": ["x.png"] * n_test,
+                },
+                f,
+            )
         with open(folder / "batches.meta", "wb") as f:
             pickle.dump({"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": 10000, "num_vis": 3072}, f)
     else:
@@ -57,7 +67,15 @@ def write_cifar_archive(root: Path, num_classes: int, train_labels: np.ndarray |
         folder.mkdir(parents=True, exist_ok=True)
         for name, lab in (("train", train_labels), ("test", test_labels)):
             with open(folder / name, "wb") as f:
-                pickle.dump({"filenames": ["x.png"] * len(lab), "fine_labels": lab.tolist(), "coarse_labels": (lab // 5).tolist(), "data": images(lab)}, f)
+                pickle.dump(
+                    {
+                        "filenames": ["x.png"] * len(lab),
+                        "fine_labels": lab.tolist(),
+                        "coarse_labels": (lab // 5).tolist(),
+                        "data": images(lab),
+                    },
+                    f,
+                )
         with open(folder / "meta", "wb") as f:
             pickle.dump({"fine_label_names": [f"class{i}" for i in range(100)], "coarse_label_names": [f"super{i}" for i in range(20)]}, f)
     return root
@@ -90,9 +108,13 @@ _FIXTURE_BY_DATA = [
 def _recipe_overrides(cfg: dict, request, root: Path) -> list[str]:
     data_cls = cfg["data"]["class_path"]
     args = [
-        "--trainer.fast_dev_run=true", "--trainer.accelerator=cpu", "--trainer.devices=1",
-        f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
-        "--data.init_args.batch_size=8", "--data.init_args.num_workers=0",
+        "--trainer.fast_dev_run=true",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        f"--trainer.default_root_dir={root}",
+        "--trainer.enable_progress_bar=false",
+        "--data.init_args.batch_size=8",
+        "--data.init_args.num_workers=0",
     ]
     if "backbone" in cfg["model"].get("init_args", {}):
         args.append("--model.init_args.backbone=tiny")

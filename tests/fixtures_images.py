@@ -130,9 +130,7 @@ def inat_folder(tmp_path_factory) -> dict:
     2018 publishes no test labels; the papers report on val)."""
     root = tmp_path_factory.mktemp("inat2018")
     k = len(INAT_TRAIN_COUNTS)
-    categories = [
-        {"id": c, "name": f"Species {c}", "supercategory": INAT_KINGDOMS[c % len(INAT_KINGDOMS)]} for c in range(k)
-    ]
+    categories = [{"id": c, "name": f"Species {c}", "supercategory": INAT_KINGDOMS[c % len(INAT_KINGDOMS)]} for c in range(k)]
 
     def entries(counts, tag: str):
         out = []
@@ -151,8 +149,7 @@ def inat_folder(tmp_path_factory) -> dict:
         for n, (rel, c) in enumerate(items):
             images.append({"id": first_id + n, "file_name": rel, "width": 48, "height": 40, "license": 0})
             annotations.append({"id": first_id + n, "image_id": first_id + n, "category_id": c})
-        return {"info": {"year": 2018}, "images": images, "annotations": annotations, "categories": categories,
-                "licenses": []}
+        return {"info": {"year": 2018}, "images": images, "annotations": annotations, "categories": categories, "licenses": []}
 
     (root / "train2018.json").write_text(json.dumps(coco(train, 100)))
     (root / "val2018.json").write_text(json.dumps(coco(val, 5000)))

@@ -39,7 +39,7 @@ def _origin() -> tuple[str | None, str]:
     while f is not None:
         path = os.path.abspath(f.f_code.co_filename)
         if path.startswith(_LIB):
-            return f"{path[len(_ROOT):]}:{f.f_lineno}", outside or f"{path}:{f.f_lineno}"
+            return f"{path[len(_ROOT) :]}:{f.f_lineno}", outside or f"{path}:{f.f_lineno}"
         if outside is None and not path.startswith(_TORCH) and path != os.path.abspath(__file__):
             outside = f"{path.split('site-packages' + os.sep)[-1]}:{f.f_lineno}"
         f = f.f_back
@@ -54,8 +54,20 @@ def _is_bool_index(idx) -> bool:
 class SyncCounter:
     """Patches the sync points while active (re-entrant use is not supported)."""
 
-    _TENSOR_METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__",
-                       "nonzero", "bincount", "unique", "masked_select")
+    _TENSOR_METHODS = (
+        "item",
+        "tolist",
+        "cpu",
+        "numpy",
+        "__bool__",
+        "__int__",
+        "__float__",
+        "__index__",
+        "nonzero",
+        "bincount",
+        "unique",
+        "masked_select",
+    )
     _TORCH_FUNCS = ("nonzero", "bincount", "unique", "masked_select")
 
     def __init__(self):
@@ -104,8 +116,12 @@ class SyncCounter:
         self._wrap(torch.Tensor, "__getitem__", "boolean index", when=lambda self_, idx: _is_bool_index(idx))
         self._wrap(torch.Tensor, "__setitem__", "boolean index assignment", when=lambda self_, idx, v: _is_bool_index(idx))
         for name in ("tensor", "as_tensor"):
-            self._wrap(torch, name, f"torch.{name}(host data, device=)",
-                       when=lambda *a, **k: k.get("device") is not None and not torch.is_tensor(a[0] if a else k.get("data")))
+            self._wrap(
+                torch,
+                name,
+                f"torch.{name}(host data, device=)",
+                when=lambda *a, **k: k.get("device") is not None and not torch.is_tensor(a[0] if a else k.get("data")),
+            )
         self.active = True
         return self
 

@@ -37,8 +37,16 @@ def test_cifar_config_runs_one_step_device_resident(config, run_recipe):
 
 def test_quickstart_prints_table(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
-    cli_main(["fit", "--config", "experiments/quickstart.yaml", "--trainer.max_epochs=2",
-              f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"])
+    cli_main(
+        [
+            "fit",
+            "--config",
+            "experiments/quickstart.yaml",
+            "--trainer.max_epochs=2",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
     out = capsys.readouterr().out
     assert "overall" in out and "many" in out and "few" in out
     assert "val last (epoch 1)" in out
@@ -60,12 +68,19 @@ def test_wandb_offline_logger(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cli = cli_main([
-        "fit", "--config", "experiments/quickstart.yaml", "--trainer.max_epochs=1",
-        f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false",
-        "--trainer.logger=lightning.pytorch.loggers.WandbLogger",
-        f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.project=ltcl-test",
-    ])
+    cli = cli_main(
+        [
+            "fit",
+            "--config",
+            "experiments/quickstart.yaml",
+            "--trainer.max_epochs=1",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.logger=lightning.pytorch.loggers.WandbLogger",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            "--trainer.logger.init_args.project=ltcl-test",
+        ]
+    )
     run = cli.trainer.logger.experiment
     assert run.settings.mode == "offline"
     summary = dict(run.summary)

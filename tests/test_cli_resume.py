@@ -20,9 +20,17 @@ QUICK = str(REPO / "experiments" / "quickstart.yaml")
 
 def _base(root, *extra) -> list[str]:
     return [
-        "--config", QUICK, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
-        "--trainer.enable_progress_bar=false", "--trainer.logger=false", "--trainer.callbacks=[]",
-        "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={root}", *extra,
+        "--config",
+        QUICK,
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.logger=false",
+        "--trainer.callbacks=[]",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={root}",
+        *extra,
     ]
 
 
@@ -50,8 +58,13 @@ def _with_class_paths(src: Path, dst: Path, model: str | None = None, data: str 
 @pytest.mark.parametrize("command", ["fit", "test"])
 def test_checkpoint_of_another_method_is_refused(command, simclr_ckpt, tmp_path):
     # before: LightningCLI swapped ProCo for the checkpoint's SimCLR and trained SimCLR, exit 0
-    args = _base(tmp_path, "--model=ltcl_lightning.methods.proco.ProCo", "--model.init_args.backbone=tiny",
-                 "--trainer.max_epochs=2", f"--ckpt_path={simclr_ckpt}")
+    args = _base(
+        tmp_path,
+        "--model=ltcl_lightning.methods.proco.ProCo",
+        "--model.init_args.backbone=tiny",
+        "--trainer.max_epochs=2",
+        f"--ckpt_path={simclr_ckpt}",
+    )
     with pytest.raises(ValueError, match=r"SimCLR \(ltcl_lightning.methods.simclr.SimCLR\).*ProCo \(ltcl_lightning.methods.proco.ProCo\)"):
         cli_main([command, *args])
 
@@ -112,8 +125,13 @@ def test_bad_ckpt_path_names_the_file(content, match, tmp_path):
 
 def test_datamodule_error_is_not_wrapped_in_the_link_text(tmp_path):
     # before: ValueError("Call to compute_fn of link '<lambda>' ... failed: CIFAR-10 not found ...")
-    args = ["fit", "--config", str(REPO / "experiments/cifar10_lt/sdclr.yaml"), f"--data.init_args.data_dir={tmp_path}/none",
-            "--trainer.fast_dev_run=true"]
+    args = [
+        "fit",
+        "--config",
+        str(REPO / "experiments/cifar10_lt/sdclr.yaml"),
+        f"--data.init_args.data_dir={tmp_path}/none",
+        "--trainer.fast_dev_run=true",
+    ]
     with pytest.raises(FileNotFoundError, match=r"^CIFAR-10 not found"):
         cli_main(args)
 
@@ -123,10 +141,17 @@ def test_datamodule_error_is_not_wrapped_in_the_link_text(tmp_path):
 def test_ddp_spawn_through_ltcl(tmp_path):
     # before: the CLI's link lambdas could not be pickled and ddp_spawn failed at launch
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    args = _base(tmp_path, "--trainer.strategy=ddp_spawn", "--trainer.devices=2", "--trainer.accelerator=cpu",
-                 "--trainer.enable_checkpointing=true", "--data.init_args.batch_size=32")
-    proc = subprocess.run([sys.executable, "-m", "ltcl_lightning.cli", "fit", *args], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    args = _base(
+        tmp_path,
+        "--trainer.strategy=ddp_spawn",
+        "--trainer.devices=2",
+        "--trainer.accelerator=cpu",
+        "--trainer.enable_checkpointing=true",
+        "--data.init_args.batch_size=32",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "ltcl_lightning.cli", "fit", *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpts = list(tmp_path.rglob("*.ckpt"))
     assert len(ckpts) == 1

@@ -20,10 +20,16 @@ LINK_RE = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 CLASS_RE = re.compile(r"ltcl_lightning\.methods\.\w+\.[A-Z]\w*")
 #: method page -> the model classes its configs may use: the ones the page names (none: any)
 METHOD_PAGES = {p.name: set(CLASS_RE.findall(p.read_text())) for p in sorted((DOCS / "methods").glob("*.md"))}
-RECIPE_MODELS = {yaml.safe_load(p.read_text())["model"]["class_path"]
-                 for p in (REPO / "experiments").rglob("*.yaml") if p.parent.name != "logger"}
-SECTIONS = ("## The method in three sentences", "## Reproduce", "## Differences from the official code",
-            "## Published numbers", "## What we measured")
+RECIPE_MODELS = {
+    yaml.safe_load(p.read_text())["model"]["class_path"] for p in (REPO / "experiments").rglob("*.yaml") if p.parent.name != "logger"
+}
+SECTIONS = (
+    "## The method in three sentences",
+    "## Reproduce",
+    "## Differences from the official code",
+    "## Published numbers",
+    "## What we measured",
+)
 
 
 def _named_configs(page: Path) -> list[str]:
@@ -78,7 +84,8 @@ def test_named_configs_exist_and_are_cli_configs(page):
         assert "trainer" in cfg, f"{rel}: no trainer section"
         if allowed is not None:
             assert cfg["model"]["class_path"] in allowed, (
-                f"{page.relative_to(REPO)} names {rel}, whose model is {cfg['model']['class_path']}, not {sorted(allowed)}")
+                f"{page.relative_to(REPO)} names {rel}, whose model is {cfg['model']['class_path']}, not {sorted(allowed)}"
+            )
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
@@ -91,11 +98,19 @@ def test_relative_links_resolve(page):
 
 def test_config_regex_finds_paths_in_prose():
     assert CONFIG_RE.findall("run `ltcl fit --config experiments/cifar100_lt/proco.yaml`, or experiments/a-b/c_d.yaml.") == [
-        "experiments/cifar100_lt/proco.yaml", "experiments/a-b/c_d.yaml"]
+        "experiments/cifar100_lt/proco.yaml",
+        "experiments/a-b/c_d.yaml",
+    ]
 
 
-@pytest.mark.parametrize("recipe", sorted(p.relative_to(REPO).as_posix() for p in (REPO / "experiments").rglob("*.yaml")
-                                          if p.parent.name != "logger" and p.name != "quickstart.yaml"))
+@pytest.mark.parametrize(
+    "recipe",
+    sorted(
+        p.relative_to(REPO).as_posix()
+        for p in (REPO / "experiments").rglob("*.yaml")
+        if p.parent.name != "logger" and p.name != "quickstart.yaml"
+    ),
+)
 def test_recipe_header_names_the_page_with_its_differences(recipe):
     """Said once: a recipe's header names the recipe and its source, and links the method page
     that lists the differences from the official code (the page names the recipe's model)."""

@@ -20,9 +20,18 @@ from ltcl_lightning.modules.backbones import TORCHVISION_EQUIVALENT
 
 
 def _checkpoint(model, tmp_path) -> str:
-    trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, accelerator="cpu", devices=1,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=str(tmp_path))
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
     trainer.fit(model, DigitsLTDataModule(batch_size=16, num_workers=0))
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
@@ -58,9 +67,11 @@ def test_help_lists_every_command_and_version(capsys):
 
 
 def test_report_and_help_start_without_lightning():
-    code = ("import sys; from ltcl_lightning.commands import main; main(['--help'])\n"
-            "try:\n    main(['report', '--help'])\nexcept SystemExit:\n    pass\n"
-            "assert 'lightning' not in sys.modules and 'lightning.pytorch' not in sys.modules, 'lightning imported'")
+    code = (
+        "import sys; from ltcl_lightning.commands import main; main(['--help'])\n"
+        "try:\n    main(['report', '--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'lightning' not in sys.modules and 'lightning.pytorch' not in sys.modules, 'lightning imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 

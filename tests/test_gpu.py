@@ -12,10 +12,7 @@ from ltcl_lightning.methods.proco import ProCo
 from ltcl_lightning.methods.sdclr import SDCLR
 from ltcl_lightning.methods.simclr import SimCLR
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 def test_bf16_autocast_loss_close_to_float32():
@@ -39,15 +36,27 @@ def test_proco_logits_on_cuda_match_cpu():
     torch.testing.assert_close(gpu, cpu, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: SimCLR(10, backbone="tiny"),
-    lambda: SDCLR(10, backbone="tiny"),
-    lambda: ProCo(10, backbone="tiny", proj_dim=32, proj_hidden_dim=32),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SimCLR(10, backbone="tiny"),
+        lambda: SDCLR(10, backbone="tiny"),
+        lambda: ProCo(10, backbone="tiny", proj_dim=32, proj_hidden_dim=32),
+    ],
+)
 def test_bf16_mixed_fit_on_gpu(make, tmp_path):
     model = make()
     dm = DigitsLTDataModule(batch_size=32, train_views=["digits"] * (3 if isinstance(model, ProCo) else 2))
-    trainer = pl.Trainer(accelerator="gpu", devices=1, precision="bf16-mixed", max_epochs=1, limit_train_batches=3,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="gpu",
+        devices=1,
+        precision="bf16-mixed",
+        max_epochs=1,
+        limit_train_batches=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, dm)
     assert 0.0 <= model.last_eval["val"]["acc"] <= 1.0

@@ -11,10 +11,7 @@ from ltcl_lightning.losses.hard_negative import hard_negative_nt_xent_loss
 from ltcl_lightning.methods.kcl import KCL
 from ltcl_lightning.methods.paco import PaCo
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 def test_hard_negative_bf16_close_to_float64():
@@ -26,14 +23,26 @@ def test_hard_negative_bf16_close_to_float64():
     assert torch.isfinite(low) and abs(float(low) - float(ref)) < 0.05 * float(ref)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: PaCo(10, backbone="tiny", proj_dim=16, queue_size=64, temperature=0.1, alpha=0.05),
-    lambda: KCL(10, backbone="tiny", proj_dim=16, queue_size=64, temperature=0.1),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: PaCo(10, backbone="tiny", proj_dim=16, queue_size=64, temperature=0.1, alpha=0.05),
+        lambda: KCL(10, backbone="tiny", proj_dim=16, queue_size=64, temperature=0.1),
+    ],
+)
 def test_bf16_fit_steps_on_cuda(make, tmp_path):
     model = make()
-    trainer = pl.Trainer(accelerator="gpu", devices=1, precision="bf16-mixed", max_steps=3, limit_val_batches=1,
-                         logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="gpu",
+        devices=1,
+        precision="bf16-mixed",
+        max_steps=3,
+        limit_val_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, DigitsLTDataModule(batch_size=16, train_views=["digits", "digits"]))
     assert int(model.queue.filled) == 48 and model.queue.keys.dtype == torch.float32
     assert torch.isfinite(model.queue.keys).all()

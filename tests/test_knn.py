@@ -59,15 +59,25 @@ def test_knn_hand_example_weights_beat_counts():
 def test_knn_monitor_logs_the_independent_numbers(tmp_path):
     dm = DigitsLTDataModule(imbalance_factor=10, batch_size=64, num_workers=0)
     model = SimCLR(num_classes=10, backbone="tiny", proj_hidden_dim=32, proj_dim=16, grouping="thirds")
-    trainer = pl.Trainer(max_epochs=2, limit_train_batches=2, accelerator="cpu", devices=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[KNNMonitor(every_n_epochs=2, k=20, temperature=0.1)], num_sanity_val_steps=0,
-                         default_root_dir=str(tmp_path))
+    trainer = pl.Trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[KNNMonitor(every_n_epochs=2, k=20, temperature=0.1)],
+        num_sanity_val_steps=0,
+        default_root_dir=str(tmp_path),
+    )
     trainer.fit(model, dm)
     assert model.last_eval["knn"]["epoch"] == 1  # every 2nd epoch: epoch index 1 only
 
     model.eval()
     with torch.no_grad():
+
         def feats(ds):
             xs, ys = zip(*[(ds[i][1][0], ds[i][2]) for i in range(len(ds))])
             return model.backbone(torch.stack(xs)).numpy(), np.array(ys)

@@ -32,11 +32,14 @@ def small_cifar100(tmp_path_factory, cifar100_dir) -> str:
     for name in ("train", "meta"):
         os.symlink(cifar100_dir / "cifar-100-python" / name, folder / name)
     labels = np.arange(N_TEST) % 100
-    data = (np.repeat((labels[:, None] * 37 % 256).astype(np.uint8), 3072, axis=1) // 2
-            + np.random.default_rng(1).integers(0, 64, (N_TEST, 3072), dtype=np.uint8)).astype(np.uint8)
+    data = (
+        np.repeat((labels[:, None] * 37 % 256).astype(np.uint8), 3072, axis=1) // 2
+        + np.random.default_rng(1).integers(0, 64, (N_TEST, 3072), dtype=np.uint8)
+    ).astype(np.uint8)
     with open(folder / "test", "wb") as f:
-        pickle.dump({"filenames": ["x.png"] * N_TEST, "fine_labels": labels.tolist(),
-                     "coarse_labels": (labels // 5).tolist(), "data": data}, f)
+        pickle.dump(
+            {"filenames": ["x.png"] * N_TEST, "fine_labels": labels.tolist(), "coarse_labels": (labels // 5).tolist(), "data": data}, f
+        )
     return str(root)
 
 
@@ -52,12 +55,22 @@ def test_probe_command_end_to_end(small_cifar100, splits_dir, tmp_path):
     perm_counts = list(rng.permutation(counts))  # head classes are not the low class ids
     pre = np.concatenate([np.flatnonzero(labels == c)[:n] for c, n in enumerate(perm_counts)])
     np.save(tmp_path / "pre.npy", pre.astype(np.int64))
-    dm = BoostedCIFAR100LTDataModule(data_dir=small_cifar100, split_file=str(tmp_path / "pre.npy"), batch_size=32,
-                                     num_workers=0, mean=CIFAR_MEAN, std=CIFAR_STD)
+    dm = BoostedCIFAR100LTDataModule(
+        data_dir=small_cifar100, split_file=str(tmp_path / "pre.npy"), batch_size=32, num_workers=0, mean=CIFAR_MEAN, std=CIFAR_STD
+    )
     model = BoostedCL(num_classes=100, backbone="tiny", class_counts=perm_counts, proj_hidden_dim=32, proj_dim=16)
-    trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, accelerator="cpu", devices=1,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=str(tmp_path))
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
     trainer.fit(model, dm)
     ckpt = tmp_path / "bcl.ckpt"
     trainer.save_checkpoint(ckpt)
@@ -72,8 +85,27 @@ def test_probe_command_end_to_end(small_cifar100, splits_dir, tmp_path):
         _subset(labels, 2, 10 + k, sd / f"split{k}_test_100shot.npy")
         _subset(labels, 1, 12 + k, sd / f"split{k}_test_50shot.npy")
     out_json = tmp_path / "probe.json"
-    out = main([str(ckpt), "--data-dir", small_cifar100, "--splits-dir", str(sd), "--splits", "1,2", "--epochs", "3",
-                "--batch-size", "100", "--num-workers", "0", "--device", "cpu", "--output", str(out_json)])
+    out = main(
+        [
+            str(ckpt),
+            "--data-dir",
+            small_cifar100,
+            "--splits-dir",
+            str(sd),
+            "--splits",
+            "1,2",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "100",
+            "--num-workers",
+            "0",
+            "--device",
+            "cpu",
+            "--output",
+            str(out_json),
+        ]
+    )
     saved = json.loads(out_json.read_text())
     assert set(saved["per_set"]) == {"full", "split1_100shot", "split2_100shot", "split1_50shot", "split2_50shot"}
     # groups: thirds of the checkpoint's pre-training counts (ascending, ties by class id)

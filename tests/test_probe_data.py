@@ -24,9 +24,18 @@ FAST = ["--epochs", "2", "--num-workers", "0", "--device", "cpu", "--no-progress
 
 def _fit(dm, tmp_path, num_classes: int) -> str:
     model = SimCLR(num_classes=num_classes, backbone="tiny", proj_hidden_dim=32, proj_dim=16, grouping="thirds")
-    trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, accelerator="cpu", devices=1,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=str(tmp_path))
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
     trainer.fit(model, dm)
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
@@ -67,10 +76,12 @@ def test_digits_checkpoint_is_probed_on_digits_with_knn_as_numpy(digits_ckpt, tm
 
 def test_digits_checkpoint_on_cifar10_is_refused_with_both_sides(digits_ckpt, tmp_path):
     # issue 11 item 8: a Digits-LT checkpoint was silently probed on CIFAR-10
-    with pytest.raises(ValueError, match=r"image_size, mean, std differ.*DigitsLTDataModule: .*image_size=8.*"
-                                         r"CIFAR10LTDataModule: .*image_size=32"):
-        main([digits_ckpt, "--data", "ltcl_lightning.data.cifar.CIFAR10LTDataModule",
-              f"--data.init_args.data_dir={tmp_path}", *FAST])
+    with pytest.raises(
+        ValueError,
+        match=r"image_size, mean, std differ.*DigitsLTDataModule: .*image_size=8.*"
+        r"CIFAR10LTDataModule: .*image_size=32",
+    ):
+        main([digits_ckpt, "--data", "ltcl_lightning.data.cifar.CIFAR10LTDataModule", f"--data.init_args.data_dir={tmp_path}", *FAST])
     with pytest.raises(ValueError, match="takes no data_dir"):
         main([digits_ckpt, "--data-dir", str(tmp_path), *FAST])
 
@@ -78,17 +89,33 @@ def test_digits_checkpoint_on_cifar10_is_refused_with_both_sides(digits_ckpt, tm
 def test_linear_probe_stage_refuses_other_data(digits_ckpt, tmp_path):
     probe = LinearProbe(num_classes=10, checkpoint=digits_ckpt)
     dm = DigitsLTDataModule(imbalance_factor=10, num_workers=0, mean=(0.5,) * 3, std=(0.5,) * 3)
-    trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, accelerator="cpu", logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, default_root_dir=str(tmp_path))
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=str(tmp_path),
+    )
     with pytest.raises(ValueError, match=r"mean, std differ.*mean=\(0\.3, 0\.3, 0\.3\).*mean=\(0\.5, 0\.5, 0\.5\)"):
         trainer.fit(probe, dm)
 
 
 def test_imagenet100_lt_checkpoint_probes_full_and_fewshot(imagenet100_lt_folder, tmp_path):
     f = imagenet100_lt_folder
-    dm = ImageNet100LTDataModule(data_dir=f["data_dir"], train_list=f["train_list"], val_list=f["val_list"],
-                                 test_list=f["test_list"], num_classes=f["num_classes"], image_size=32,
-                                 batch_size=8, num_workers=0, train_views=["simclr", "simclr"])
+    dm = ImageNet100LTDataModule(
+        data_dir=f["data_dir"],
+        train_list=f["train_list"],
+        val_list=f["val_list"],
+        test_list=f["test_list"],
+        num_classes=f["num_classes"],
+        image_size=32,
+        batch_size=8,
+        num_workers=0,
+        train_views=["simclr", "simclr"],
+    )
     ckpt = _fit(dm, tmp_path, f["num_classes"])
     out = main([ckpt, f"--data.init_args.fewshot_list={f['fewshot_list']}", *FAST])
     assert out["datamodule"]["class_path"].endswith("ImageNet100LTDataModule")
@@ -96,8 +123,15 @@ def test_imagenet100_lt_checkpoint_probes_full_and_fewshot(imagenet100_lt_folder
     assert out["datamodule"]["image_size"] == 32
     # the few-shot kNN: the 5 listed images vote for the 15 test-list images
     backbone = load_pretrained(ckpt)[0]
-    dm = ImageNet100LTDataModule(data_dir=f["data_dir"], train_list=f["train_list"], test_list=f["test_list"],
-                                 fewshot_list=f["fewshot_list"], num_classes=f["num_classes"], image_size=32, num_workers=0)
+    dm = ImageNet100LTDataModule(
+        data_dir=f["data_dir"],
+        train_list=f["train_list"],
+        test_list=f["test_list"],
+        fewshot_list=f["fewshot_list"],
+        num_classes=f["num_classes"],
+        image_size=32,
+        num_workers=0,
+    )
     dm.setup("test")
     x_fs, y_fs = _features(backbone, dm.datasets["fewshot"])
     x_te, y_te = _features(backbone, dm.datasets["test"])

@@ -27,8 +27,10 @@ def _write_run(folder: Path, num_classes: int, seed: int, epochs: int = 2) -> tu
     path = folder / "lightning_logs" / "version_0" / "per_class_val.csv"
     for epoch in range(epochs):
         acc = np.clip(np.linspace(0.9, 0.1, num_classes) + rng.normal(0, 0.05, num_classes), 0, 1).round(1)
-        rows = [[epoch, 10 * (epoch + 1), i, f"class {i}", int(counts[i]), GROUP_NAMES[groups[i]], float(acc[i]), int(support[i])]
-                for i in range(num_classes)]
+        rows = [
+            [epoch, 10 * (epoch + 1), i, f"class {i}", int(counts[i]), GROUP_NAMES[groups[i]], float(acc[i]), int(support[i])]
+            for i in range(num_classes)
+        ]
         rng.shuffle(rows)  # class order in the file must not matter
         write_per_class_rows(path, rows)
     return acc, groups
@@ -98,8 +100,12 @@ def test_errors_name_the_problem(tmp_path):
 
 def test_python_dash_m(tmp_path):
     _write_run(tmp_path / "run", 10, seed=0, epochs=1)
-    r = subprocess.run([sys.executable, "-m", "ltcl_lightning.report", str(tmp_path / "run"), "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "ltcl_lightning.report", str(tmp_path / "run"), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "o" / "per_class_val.png").read_bytes()[:8] == PNG_SIGNATURE
 
@@ -114,9 +120,18 @@ def test_report_over_three_seeded_quickstart_runs_prints_mean_std(tmp_path, caps
     repo = Path(__file__).resolve().parents[1]
     runs = []
     for seed in (0, 1, 2):
-        cli_main(["fit", "--config", str(repo / "experiments/quickstart.yaml"), f"--seed_everything={seed}",
-                  "--trainer.max_epochs=2", "--trainer.limit_train_batches=2", "--trainer.enable_progress_bar=false",
-                  f"--trainer.default_root_dir={tmp_path / f'seed{seed}'}"])
+        cli_main(
+            [
+                "fit",
+                "--config",
+                str(repo / "experiments/quickstart.yaml"),
+                f"--seed_everything={seed}",
+                "--trainer.max_epochs=2",
+                "--trainer.limit_train_batches=2",
+                "--trainer.enable_progress_bar=false",
+                f"--trainer.default_root_dir={tmp_path / f'seed{seed}'}",
+            ]
+        )
         runs.append(tmp_path / f"seed{seed}")
     capsys.readouterr()
     written = ltcl(["report", *map(str, runs), "--out", str(tmp_path / "rep")])
@@ -137,8 +152,9 @@ def _pc(acc, counts, groups):
     from ltcl_lightning.report import PerClass
 
     n = len(acc)
-    return PerClass("run", 3, [f"c{i}" for i in range(n)], np.asarray(counts), np.asarray(groups),
-                    np.asarray(acc, dtype=np.float64), np.full(n, 10))
+    return PerClass(
+        "run", 3, [f"c{i}" for i in range(n)], np.asarray(counts), np.asarray(groups), np.asarray(acc, dtype=np.float64), np.full(n, 10)
+    )
 
 
 def test_per_class_figure_shows_zero_classes_groups_and_percent():
@@ -152,8 +168,11 @@ def test_per_class_figure_shows_zero_classes_groups_and_percent():
     zero_marks = [ln for ln in ax.get_lines() if ln.get_marker() == "v"]
     assert len(zero_marks) == 1 and list(zero_marks[0].get_xdata()) == [4]
     means = {c.get_label(): c.get_segments()[0][0][1] for c in ax.collections if "mean" in str(c.get_label())}
-    assert means == {"Many mean 85.0 %": pytest.approx(85.0), "Medium mean 45.0 %": pytest.approx(45.0),
-                     "Few mean 5.0 %": pytest.approx(5.0)}
+    assert means == {
+        "Many mean 85.0 %": pytest.approx(85.0),
+        "Medium mean 45.0 %": pytest.approx(45.0),
+        "Few mean 5.0 %": pytest.approx(5.0),
+    }
     boundaries = [ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_linestyle() == ":"]
     assert boundaries == [1.5, 3.5]
     legend = ax.get_legend()
@@ -175,11 +194,14 @@ def test_many_classes_are_binned_by_log_count():
     assert len(ax.patches) == len(np.unique(bins)) <= 20
 
 
-@pytest.mark.parametrize("damage, match", [
-    (lambda text: text[: len(text) // 2 + 7], r"line \d+: (the row has \d+ fields instead of 8|\w+ is '.*', not a number)"),
-    (lambda text: text.replace(",many,", ",mny,", 1), r"line \d+: group is 'mny'"),
-    (lambda text: text.replace("\n", "\n\x00\xff,", 3), r"(line \d+|not a readable CSV)"),
-])
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda text: text[: len(text) // 2 + 7], r"line \d+: (the row has \d+ fields instead of 8|\w+ is '.*', not a number)"),
+        (lambda text: text.replace(",many,", ",mny,", 1), r"line \d+: group is 'mny'"),
+        (lambda text: text.replace("\n", "\n\x00\xff,", 3), r"(line \d+|not a readable CSV)"),
+    ],
+)
 def test_corrupt_csv_names_the_file_and_the_fix(tmp_path, damage, match):
     # before: ValueError "invalid literal for int() with base 10: ''" / TypeError / KeyError 'mny', no file named
     _write_run(tmp_path / "run", 10, seed=0, epochs=1)

@@ -53,12 +53,15 @@ def test_names_resolve_to_the_package_and_paths_stay_paths(tmp_path, monkeypatch
     assert splits.resolve("./cifar10/valIdxList") == "./cifar10/valIdxList"
 
 
-@pytest.mark.parametrize("value,where", [
-    ("imagenet_lt/ImageNet_LT_train", "OpenLongTailRecognition-OLTR"),
-    ("data/ImageNet_LT/ImageNet_LT_train.txt", "OpenLongTailRecognition-OLTR"),
-    ("inaturalist18/iNaturalist18_train", "train2018.json"),
-    ("/nowhere/iNaturalist18_train.txt", "train2018.json"),
-])
+@pytest.mark.parametrize(
+    "value,where",
+    [
+        ("imagenet_lt/ImageNet_LT_train", "OpenLongTailRecognition-OLTR"),
+        ("data/ImageNet_LT/ImageNet_LT_train.txt", "OpenLongTailRecognition-OLTR"),
+        ("inaturalist18/iNaturalist18_train", "train2018.json"),
+        ("/nowhere/iNaturalist18_train.txt", "train2018.json"),
+    ],
+)
 def test_large_train_lists_say_where_to_get_them(value, where):
     with pytest.raises(FileNotFoundError, match=where):
         splits.resolve(value)
@@ -66,8 +69,9 @@ def test_large_train_lists_say_where_to_get_them(value, where):
 
 def test_datamodules_take_split_names(cifar100_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing relative to the repository
-    dm = CIFAR100LTDataModule(data_dir=str(cifar100_dir), split_file="cifar100/split1_D_i",
-                              val_split_file="cifar100/valIdxList", num_workers=0)
+    dm = CIFAR100LTDataModule(
+        data_dir=str(cifar100_dir), split_file="cifar100/split1_D_i", val_split_file="cifar100/valIdxList", num_workers=0
+    )
     assert sorted(dm.class_counts, reverse=True) == class_counts_from_profile(100, 450, 100)
     assert sum(dm.class_counts) == 9754
     dm.setup("fit")

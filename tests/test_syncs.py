@@ -78,8 +78,14 @@ def test_no_host_sync_per_training_step(name, tmp_path):
     dm = BoostedDigitsLTDataModule(rand_k=rand_k, crop_scale=(0.5, 1.0), **kw) if rand_k else DigitsLTDataModule(**kw)
     counter = SyncCounter()
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=4, limit_val_batches=0,
-        num_sanity_val_steps=0, enable_checkpointing=False, default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=4,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
         # the divergence check reads its device flag once per check by design (check_every_n_steps
         # trades that read for latency): switched off here, the method's own steps are measured
         callbacks=[_Window(counter), FiniteLossCheck(enabled=False)],
@@ -94,8 +100,15 @@ def test_counter_sees_the_sync_points():
         _ = x.sum().item(), x[x > 2], torch.nonzero(x), bool(x[0]), torch.bincount(x.long())
         _ = torch.tensor([1.0], device="cpu"), torch.where(x > 1)
     kinds = [k for k, _, _ in c.calls]
-    for k in ("Tensor.item", "boolean index", "torch.nonzero", "Tensor.__bool__", "torch.bincount",
-              "torch.tensor(host data, device=)", "torch.where(cond)"):
+    for k in (
+        "Tensor.item",
+        "boolean index",
+        "torch.nonzero",
+        "Tensor.__bool__",
+        "torch.bincount",
+        "torch.tensor(host data, device=)",
+        "torch.where(cond)",
+    ):
         assert k in kinds, k
     assert c.library == []  # called from a test frame, not from the library
 
@@ -122,8 +135,16 @@ def test_no_cuda_sync_per_training_step(name, tmp_path):
     kw = dict(batch_size=32, device_resident=True, **data)
     dm = BoostedDigitsLTDataModule(rand_k=rand_k, crop_scale=(0.5, 1.0), **kw) if rand_k else DigitsLTDataModule(**kw)
     trainer = pl.Trainer(
-        accelerator="gpu", devices=1, precision="bf16-mixed", max_epochs=1, limit_train_batches=4, limit_val_batches=0,
-        num_sanity_val_steps=0, enable_checkpointing=False, default_root_dir=tmp_path, callbacks=[_CudaSyncWindow()],
+        accelerator="gpu",
+        devices=1,
+        precision="bf16-mixed",
+        max_epochs=1,
+        limit_train_batches=4,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        callbacks=[_CudaSyncWindow()],
     )
     try:
         trainer.fit(make_model(dm), dm)

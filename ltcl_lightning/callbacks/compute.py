@@ -43,8 +43,9 @@ class ComputeSwitches(pl.Callback):
             differentiates without generating code, for checks on the CPU).
     """
 
-    def __init__(self, channels_last: bool = False, compile: CompileWhat = "none", compile_mode: str | None = None,
-                 compile_backend: str = "inductor"):
+    def __init__(
+        self, channels_last: bool = False, compile: CompileWhat = "none", compile_mode: str | None = None, compile_backend: str = "inductor"
+    ):
         if compile not in ("none", "modules", "step"):
             raise ValueError(f"compile must be 'none', 'modules' or 'step', got {compile!r}")
         self.channels_last = channels_last

@@ -125,9 +125,12 @@ def log_test_into_training_run(config) -> None:
         logger_class = "lightning.pytorch.loggers.TensorBoardLogger"
     except ImportError:
         logger_class = "lightning.pytorch.loggers.CSVLogger"
-    config.trainer.logger = Namespace(class_path=logger_class, init_args=Namespace(
-        save_dir=os.path.dirname(os.path.dirname(run)), name=os.path.basename(os.path.dirname(run)),
-        version=os.path.basename(run)))
+    config.trainer.logger = Namespace(
+        class_path=logger_class,
+        init_args=Namespace(
+            save_dir=os.path.dirname(os.path.dirname(run)), name=os.path.basename(os.path.dirname(run)), version=os.path.basename(run)
+        ),
+    )
 
 
 def checkpoint_label(ckpt_path: str | None) -> str:
@@ -150,8 +153,15 @@ class RunConfig(SaveConfigCallback):
     """LightningCLI's config callback, writing into the run's own folder and into every logger
     (see the module docstring)."""
 
-    def __init__(self, parser, config, config_filename: str = "config.yaml", overwrite: bool = False,
-                 multifile: bool = False, save_to_log_dir: bool = True):
+    def __init__(
+        self,
+        parser,
+        config,
+        config_filename: str = "config.yaml",
+        overwrite: bool = False,
+        multifile: bool = False,
+        save_to_log_dir: bool = True,
+    ):
         # the standard save to trainer.log_dir is replaced by save_config (the run's own folder)
         super().__init__(parser, config, config_filename, overwrite, multifile, save_to_log_dir=False)
         self._params: dict[str, Any] = {}
@@ -187,8 +197,14 @@ class RunConfig(SaveConfigCallback):
         path = os.path.join(self._run_dir, SUMMARY_FILE)
         summary = json.loads(open(path).read()) if os.path.exists(path) else {}
         cfg = self._params or self.effective_config()
-        summary.update({"method": cfg.get("method"), "dataset": cfg.get("dataset"), "seed": cfg.get("seed_everything"),
-                        "selected_on": selection(trainer.datamodule)})
+        summary.update(
+            {
+                "method": cfg.get("method"),
+                "dataset": cfg.get("dataset"),
+                "seed": cfg.get("seed_everything"),
+                "selected_on": selection(trainer.datamodule),
+            }
+        )
         summary[part] = numbers
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
@@ -208,8 +224,11 @@ class RunConfig(SaveConfigCallback):
         if not trainer.is_global_zero or not best or best.get("epoch", -1) < 0:
             return
         if selection(trainer.datamodule) == "test":
-            print("note: no held-out validation split: the best epoch was selected on the TEST set (the paper-style, "
-                  "optimistic 'best on test'); give the datamodule a validation split for an honest selection.", flush=True)
+            print(
+                "note: no held-out validation split: the best epoch was selected on the TEST set (the paper-style, "
+                "optimistic 'best on test'); give the datamodule a validation split for an honest selection.",
+                flush=True,
+            )
         last = getattr(pl_module, "last_eval", {}).get("val")
         self.write_summary(trainer, pl_module, "val", {"last": _numbers(last) if last else None, "best": _numbers(best)})
         metrics = {f"val_best/{k}": float(best[k]) for k in BEST_KEYS if k in best}

@@ -192,7 +192,8 @@ class _TensorBoardSink(_Sink):
 
     def confused(self, prefix, epoch, columns, data, step):
         md = "| true | predicted | count | rate |\n|---|---|---|---|\n" + "\n".join(
-            f"| {d[1]} ({d[0]}) | {d[3]} ({d[2]}) | {d[4]} | {d[5]:.3f} |" for d in data)
+            f"| {d[1]} ({d[0]}) | {d[3]} ({d[2]}) | {d[4]} | {d[5]:.3f} |" for d in data
+        )
         self.logger.experiment.add_text(f"{prefix}/confused_pairs", f"epoch {epoch}\n\n" + md, global_step=step)
 
     def state(self, summary, counts, figs, epoch, step):
@@ -216,8 +217,12 @@ class _CSVSink(_Sink):
     def state(self, summary, counts, figs, epoch, step):
         super().state(summary, counts, figs, epoch, step)
         for key, vals in summary.per_class.items():
-            _write_csv(Path(self.logger.log_dir) / f"state_{key}.csv", ["epoch", "step", "class_index", "train_count", key],
-                       [[epoch, step, *r] for r in _state_rows(vals, counts)], "a")
+            _write_csv(
+                Path(self.logger.log_dir) / f"state_{key}.csv",
+                ["epoch", "step", "class_index", "train_count", key],
+                [[epoch, step, *r] for r in _state_rows(vals, counts)],
+                "a",
+            )
 
 
 _SINKS: tuple[tuple[type, type[_Sink]], ...] = ((WandbLogger, _WandbSink), (TensorBoardLogger, _TensorBoardSink), (CSVLogger, _CSVSink))
@@ -284,10 +289,7 @@ class LongTailReport(pl.Callback):
         counts = pl_module.class_counts.long().cpu()
         groups = pl_module.class_group.cpu()
         names = self._class_names(trainer, c)
-        return [
-            [i, names[i], int(counts[i]), GROUP_NAMES[int(groups[i])], float(acc[i]), int(support[i])]
-            for i in range(c)
-        ]
+        return [[i, names[i], int(counts[i]), GROUP_NAMES[int(groups[i])], float(acc[i]), int(support[i])] for i in range(c)]
 
     def _report_eval(self, trainer, pl_module, prefix: str) -> None:
         ev = getattr(pl_module, "last_eval", {})
@@ -313,7 +315,9 @@ class LongTailReport(pl.Callback):
         from ltcl_lightning.report import PerClass, per_class_figure
 
         pc = PerClass(
-            name=name, epoch=epoch, class_names=[r[1] for r in rows],
+            name=name,
+            epoch=epoch,
+            class_names=[r[1] for r in rows],
             train_count=np.array([r[2] for r in rows], dtype=np.int64),
             group=np.array([GROUP_NAMES.index(r[3]) for r in rows], dtype=np.int64),
             accuracy=np.array([r[4] for r in rows], dtype=np.float64),
@@ -411,6 +415,7 @@ def _state_figure(values: np.ndarray, counts: np.ndarray, key: str, epoch: int):
     ax.set_xscale("log")
     ax.set_xlabel("training images of the class (log)")
     ax.set_ylabel(key)
-    ax.set_title(f"{key} against class frequency (epoch {epoch}); corr with log count "
-                 f"{_corr_with_log_count(values, counts):+.2f}", fontsize=9)
+    ax.set_title(
+        f"{key} against class frequency (epoch {epoch}); corr with log count {_corr_with_log_count(values, counts):+.2f}", fontsize=9
+    )
     return fig

@@ -100,9 +100,7 @@ class PreemptionCheckpoint(pl.Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
             return
-        from lightning.pytorch.trainer.connectors.checkpoint_connector import (
-            _CheckpointConnector,
-        )
+        from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
 
         folder = self.dirpath or str(trainer.default_root_dir)
         os.makedirs(folder, exist_ok=True)

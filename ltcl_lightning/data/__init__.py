@@ -8,7 +8,14 @@ from ltcl_lightning.data.imagenet import ImageNet100LTDataModule, ImageNetLTData
 from ltcl_lightning.data.inaturalist import INaturalist2018DataModule
 
 __all__ = [
-    "LongTailDataModule", "IndexedDataset", "CIFAR10LTDataModule", "CIFAR100LTDataModule",
-    "BoostedCIFAR10LTDataModule", "BoostedCIFAR100LTDataModule", "DigitsLTDataModule",
-    "ImageNetLTDataModule", "ImageNet100LTDataModule", "INaturalist2018DataModule",
+    "LongTailDataModule",
+    "IndexedDataset",
+    "CIFAR10LTDataModule",
+    "CIFAR100LTDataModule",
+    "BoostedCIFAR10LTDataModule",
+    "BoostedCIFAR100LTDataModule",
+    "DigitsLTDataModule",
+    "ImageNetLTDataModule",
+    "ImageNet100LTDataModule",
+    "INaturalist2018DataModule",
 ]

@@ -43,12 +43,10 @@ class Augmentation:
 
     def batched(self, x: torch.Tensor, generator: torch.Generator, size: int) -> torch.Tensor:
         raise NotImplementedError(
-            f"{type(self).__name__} has no batched (device) implementation: use it with the worker "
-            "backend (device_resident=false)"
+            f"{type(self).__name__} has no batched (device) implementation: use it with the worker backend (device_resident=false)"
         )
 
-    def batched_list(self, images: list[torch.Tensor], generator: torch.Generator, host: torch.Generator,
-                     size: int) -> torch.Tensor:
+    def batched_list(self, images: list[torch.Tensor], generator: torch.Generator, host: torch.Generator, size: int) -> torch.Tensor:
         """The batched recipe for images of different sizes (decoded JPEGs: (C, H_i, W_i) uint8
         on the device). Recipes that start with a crop to ``size`` crop each image, the boxes
         drawn from the CPU generator ``host`` (the sizes are known on the host: no device value
@@ -119,7 +117,9 @@ class SimCLRAugment(Augmentation):
         self.blur = blur
 
     def per_sample(self, size: int) -> v2.Transform:
-        ops: list = [v2.RandomResizedCrop(size, scale=self.scale, ratio=self.ratio, interpolation=_MODES[self.interpolation], antialias=True)]
+        ops: list = [
+            v2.RandomResizedCrop(size, scale=self.scale, ratio=self.ratio, interpolation=_MODES[self.interpolation], antialias=True)
+        ]
         if self.flip:
             ops.append(v2.RandomHorizontalFlip())
         if any(self.jitter):
@@ -138,8 +138,7 @@ class SimCLRAugment(Augmentation):
         top, left, ch, cw = B.random_resized_crop_params(generator, n, h, w, self.scale, self.ratio)
         return self.after_crop(B.resized_crop(x, top, left, ch, cw, size, self.interpolation), generator)
 
-    def batched_list(self, images: list[torch.Tensor], generator: torch.Generator, host: torch.Generator,
-                     size: int) -> torch.Tensor:
+    def batched_list(self, images: list[torch.Tensor], generator: torch.Generator, host: torch.Generator, size: int) -> torch.Tensor:
         if self.blur:
             return super().batched(images[0][None].float(), generator, size)
         boxes = []
@@ -172,8 +171,9 @@ class SimCLRAugment(Augmentation):
 
         # a strength of 0 switches the op off (torchvision: parameter None): factor 1 is the
         # identity for the three blends; hue is skipped (PIL's HSV round trip is not lossless)
-        return B.color_jitter(x, order, factor(bright, u[:, 0]), factor(con, u[:, 1]), factor(sat, u[:, 2]),
-                              (2 * u[:, 3] - 1) * hue if hue > 0 else None)
+        return B.color_jitter(
+            x, order, factor(bright, u[:, 0]), factor(con, u[:, 1]), factor(sat, u[:, 2]), (2 * u[:, 3] - 1) * hue if hue > 0 else None
+        )
 
 
 class CropFlip(Augmentation):
@@ -217,8 +217,12 @@ def _policy_table(policies, space, height: int, width: int, device) -> tuple[tor
             row[3].append(bool(is_signed and m is not None))
         for acc, r in zip((ops, probs, mags, signed), row):
             acc.append(r)
-    return (torch.tensor(ops, device=device), torch.tensor(probs, device=device, dtype=torch.float64),
-            torch.tensor(mags, device=device, dtype=torch.float64), torch.tensor(signed, device=device))
+    return (
+        torch.tensor(ops, device=device),
+        torch.tensor(probs, device=device, dtype=torch.float64),
+        torch.tensor(mags, device=device, dtype=torch.float64),
+        torch.tensor(signed, device=device),
+    )
 
 
 def torchvision_op_value(op: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
@@ -250,13 +254,15 @@ class AutoAugmentCutout(Augmentation):
     def per_sample(self, size: int) -> v2.Transform:
         side = size // 2
         area = (side * side) / (size * size)
-        return v2.Compose([
-            v2.RandomCrop(size, padding=size // 8),
-            v2.RandomHorizontalFlip(),
-            v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
-            v2.ToImage(),
-            v2.RandomErasing(p=1.0, scale=(area, area), ratio=(1.0, 1.0), value=0),
-        ])
+        return v2.Compose(
+            [
+                v2.RandomCrop(size, padding=size // 8),
+                v2.RandomHorizontalFlip(),
+                v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
+                v2.ToImage(),
+                v2.RandomErasing(p=1.0, scale=(area, area), ratio=(1.0, 1.0), value=0),
+            ]
+        )
 
     def _table(self, h: int, w: int, device) -> tuple[torch.Tensor, ...]:
         key = (h, w, str(device))
@@ -296,12 +302,14 @@ class RandAugmentView(Augmentation):
         self._tables: dict = {}
 
     def per_sample(self, size: int) -> v2.Transform:
-        return v2.Compose([
-            v2.RandomResizedCrop(size, antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.ColorJitter(0.4, 0.4, 0.4, 0.0),
-            v2.RandAugment(num_ops=self.num_ops, magnitude=self.magnitude),
-        ])
+        return v2.Compose(
+            [
+                v2.RandomResizedCrop(size, antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.ColorJitter(0.4, 0.4, 0.4, 0.0),
+                v2.RandAugment(num_ops=self.num_ops, magnitude=self.magnitude),
+            ]
+        )
 
     def _table(self, h: int, w: int, device):
         key = (h, w, str(device))
@@ -313,8 +321,11 @@ class RandAugmentView(Augmentation):
                 ops.append(B.OP_IDS[name])
                 mags.append(0.0 if m is None else float(m[self.magnitude]))
                 signed.append(bool(is_signed and m is not None))
-            self._tables[key] = (torch.tensor(ops, device=device), torch.tensor(mags, device=device, dtype=torch.float64),
-                                 torch.tensor(signed, device=device))
+            self._tables[key] = (
+                torch.tensor(ops, device=device),
+                torch.tensor(mags, device=device, dtype=torch.float64),
+                torch.tensor(signed, device=device),
+            )
         return self._tables[key]
 
     _BASE = SimCLRAugment(scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.4, 0.0), jitter_p=1.0, grayscale_p=0.0)
@@ -322,8 +333,7 @@ class RandAugmentView(Augmentation):
     def batched(self, x: torch.Tensor, generator: torch.Generator, size: int) -> torch.Tensor:
         return self._randaugment(self._BASE.batched(x, generator, size), generator)
 
-    def batched_list(self, images: list[torch.Tensor], generator: torch.Generator, host: torch.Generator,
-                     size: int) -> torch.Tensor:
+    def batched_list(self, images: list[torch.Tensor], generator: torch.Generator, host: torch.Generator, size: int) -> torch.Tensor:
         return self._randaugment(self._BASE.batched_list(images, generator, host, size), generator)
 
     def _randaugment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -365,8 +375,7 @@ class EvalView(Augmentation):
         x = B.resized_crop(x, zero, zero, zero + h, zero + w, (rh, rw), "bilinear")
         return x[:, :, top : top + size, left : left + size]
 
-    def batched_list(self, images: list[torch.Tensor], generator: torch.Generator, host: torch.Generator,
-                     size: int) -> torch.Tensor:
+    def batched_list(self, images: list[torch.Tensor], generator: torch.Generator, host: torch.Generator, size: int) -> torch.Tensor:
         if self.resize is None:
             return super().batched_list(images, generator, host, size)
         return torch.cat([self.batched(im[None].float(), generator, size) for im in images])

@@ -33,13 +33,7 @@ class IndexedDataset(Dataset):
     the position in this (sub)dataset and ``views`` the output of ``transform`` (a list).
     """
 
-    def __init__(
-        self,
-        base: Dataset,
-        targets: np.ndarray,
-        transform: Callable,
-        indices: np.ndarray | None = None,
-    ):
+    def __init__(self, base: Dataset, targets: np.ndarray, transform: Callable, indices: np.ndarray | None = None):
         self.base = base
         self.indices = None if indices is None else np.asarray(indices, dtype=np.int64)
         all_targets = np.asarray(targets, dtype=np.int64)
@@ -397,8 +391,11 @@ class LongTailDataModule(pl.LightningDataModule):
     def _normalisation(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
         key = str(device)
         if key not in self._norm:
-            self._norm[key] = None if self.mean is None or self.std is None else (
-                torch.tensor(self.mean, dtype=torch.float32).to(device), torch.tensor(self.std, dtype=torch.float32).to(device))
+            self._norm[key] = (
+                None
+                if self.mean is None or self.std is None
+                else (torch.tensor(self.mean, dtype=torch.float32).to(device), torch.tensor(self.std, dtype=torch.float32).to(device))
+            )
         return self._norm[key]
 
     def resident_views(self, x: torch.Tensor, index: torch.Tensor, train: bool, generator: torch.Generator) -> list[torch.Tensor]:

@@ -83,8 +83,15 @@ def resample_weights(start: torch.Tensor, length: torch.Tensor, in_size: int, ou
     return w / w.sum(-1, keepdim=True)
 
 
-def resized_crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: torch.Tensor, width: torch.Tensor,
-                 size: int | tuple[int, int], interpolation: str = "bilinear") -> torch.Tensor:
+def resized_crop(
+    x: torch.Tensor,
+    top: torch.Tensor,
+    left: torch.Tensor,
+    height: torch.Tensor,
+    width: torch.Tensor,
+    size: int | tuple[int, int],
+    interpolation: str = "bilinear",
+) -> torch.Tensor:
     """Crop box (top, left, height, width) of each image resized to ``size``, as PIL's
     ``img.crop(box).resize(size, filter)`` (torchvision's ``resized_crop`` on PIL images): a
     horizontal pass rounded to uint8, then a vertical pass rounded to uint8. The box may reach
@@ -97,8 +104,9 @@ def resized_crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height:
     return torch.einsum("bcho,bph->bcpo", tmp, wy).round_().clamp_(0.0, 255.0)
 
 
-def random_resized_crop_params(generator: torch.Generator, n: int, height: int, width: int,
-                               scale: tuple[float, float], ratio: tuple[float, float], attempts: int = 10):
+def random_resized_crop_params(
+    generator: torch.Generator, n: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], attempts: int = 10
+):
     """torchvision's ``RandomResizedCrop.get_params`` for ``n`` images at once: ``attempts``
     tries of (area ~ U(scale) * H * W, log-aspect ~ U(log ratio)); the first try that fits
     wins, else the centre crop of the clamped aspect ratio. Returns long tensors (top, left,
@@ -253,8 +261,9 @@ def hue(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return _pil_hsv_to_rgb(hsv)
 
 
-def color_jitter(x: torch.Tensor, order: torch.Tensor, b: torch.Tensor, c: torch.Tensor, s: torch.Tensor,
-                 h: torch.Tensor | None) -> torch.Tensor:
+def color_jitter(
+    x: torch.Tensor, order: torch.Tensor, b: torch.Tensor, c: torch.Tensor, s: torch.Tensor, h: torch.Tensor | None
+) -> torch.Tensor:
     """torchvision's ``ColorJitter`` with a per-sample order ``order`` (B, 4) (a permutation of
     0 brightness, 1 contrast, 2 saturation, 3 hue) and per-sample factors, without
     data-dependent control flow. ``h=None``: no hue op.
@@ -364,8 +373,9 @@ def affine_nearest(x: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor | f
     return torch.where(inside[:, None], out, _fill(fill))
 
 
-def box_fill(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, bottom: torch.Tensor, right: torch.Tensor,
-             fill: torch.Tensor | float) -> torch.Tensor:
+def box_fill(
+    x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, bottom: torch.Tensor, right: torch.Tensor, fill: torch.Tensor | float
+) -> torch.Tensor:
     """Rows [top, bottom) x columns [left, right) of each image set to ``fill`` (Cutout)."""
     _, _, h, w = x.shape
     r = torch.arange(h, device=x.device)[None, :, None]
@@ -387,10 +397,27 @@ def normalize(x: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | No
 
 #: op ids of :func:`apply_op`
 OP_IDS = {
-    name: i for i, name in enumerate((
-        "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
-        "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize", "Invert", "Cutout",
-    ))
+    name: i
+    for i, name in enumerate(
+        (
+            "Identity",
+            "ShearX",
+            "ShearY",
+            "TranslateX",
+            "TranslateY",
+            "Rotate",
+            "Brightness",
+            "Color",
+            "Contrast",
+            "Sharpness",
+            "Posterize",
+            "Solarize",
+            "AutoContrast",
+            "Equalize",
+            "Invert",
+            "Cutout",
+        )
+    )
 }
 
 
@@ -418,8 +445,9 @@ def op_matrix(op: torch.Tensor, value: torch.Tensor, w: int, h: int) -> torch.Te
     return where_b(op == OP_IDS["Rotate"], _pil_rotate_matrix(v, w, h), m)
 
 
-def apply_op(x: torch.Tensor, op: torch.Tensor, value: torch.Tensor, cutout: torch.Tensor | None = None,
-             cutout_fill: torch.Tensor | float = 0.0) -> torch.Tensor:
+def apply_op(
+    x: torch.Tensor, op: torch.Tensor, value: torch.Tensor, cutout: torch.Tensor | None = None, cutout_fill: torch.Tensor | float = 0.0
+) -> torch.Tensor:
     """Apply op ``op[i]`` (an id of :data:`OP_IDS`) with value ``value[i]`` to image i, with PIL's
     semantics: geometric ops as :func:`op_matrix` (nearest, fill 0); Brightness / Color /
     Contrast / Sharpness ``ImageEnhance(...).enhance(value)``; Posterize ``value`` bits; Solarize

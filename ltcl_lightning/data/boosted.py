@@ -207,8 +207,9 @@ def _op_tables(device: torch.device, tables: dict) -> tuple[torch.Tensor, ...]:
     return tables[key]
 
 
-def boosted_op(x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sign: torch.Tensor, rx: torch.Tensor,
-               ry: torch.Tensor, tables: dict) -> torch.Tensor:
+def boosted_op(
+    x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sign: torch.Tensor, rx: torch.Tensor, ry: torch.Tensor, tables: dict
+) -> torch.Tensor:
     """Op ``RANDAUG_OPS[k[i]]`` with value ``v[i]``, sign ``sign[i]`` (+-1) and cutout centre
     (rx[i], ry[i]) applied to image i: the batched form of ``op(img, v, sign, (rx, ry))``."""
     _, _, h, w = x.shape
@@ -231,8 +232,9 @@ def boosted_op(x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sign: torch.Te
     return B.apply_op(x, op, value, cutout=box, cutout_fill=grey)
 
 
-def draw_boosted_ops(n: int, magnitude: torch.Tensor, prob: torch.Tensor, num_ops: int, generator: torch.Generator,
-                     tables: dict) -> list[dict[str, Any]]:
+def draw_boosted_ops(
+    n: int, magnitude: torch.Tensor, prob: torch.Tensor, num_ops: int, generator: torch.Generator, tables: dict
+) -> list[dict[str, Any]]:
     """The per-sample draws of :class:`ProbRandAugment` for ``n`` items (the same five uniforms
     per op as the per-sample path: choice, coin, sign, cutout x, cutout y): one dict per op slot
     with the op index ``k``, ``apply`` (coin < prob), ``value`` (``op_value(m, min, max)``),
@@ -244,15 +246,22 @@ def draw_boosted_ops(n: int, magnitude: torch.Tensor, prob: torch.Tensor, num_op
     for _ in range(num_ops):
         r = torch.rand(n, 5, generator=generator, device=dev, dtype=torch.float64)
         k = (r[:, 0] * n_ops).long().clamp_max(n_ops - 1)
-        out.append({
-            "k": k, "apply": r[:, 1] < prob, "value": op_value(magnitude.double(), lo[k], hi[k]),
-            "sign": torch.where(r[:, 2] < 0.5, 1.0, -1.0).double(), "rx": r[:, 3], "ry": r[:, 4],
-        })
+        out.append(
+            {
+                "k": k,
+                "apply": r[:, 1] < prob,
+                "value": op_value(magnitude.double(), lo[k], hi[k]),
+                "sign": torch.where(r[:, 2] < 0.5, 1.0, -1.0).double(),
+                "rx": r[:, 3],
+                "ry": r[:, 4],
+            }
+        )
     return out
 
 
-def prob_randaugment_batched(x: torch.Tensor, magnitude: torch.Tensor, prob: torch.Tensor, num_ops: int,
-                             generator: torch.Generator, tables: dict) -> torch.Tensor:
+def prob_randaugment_batched(
+    x: torch.Tensor, magnitude: torch.Tensor, prob: torch.Tensor, num_ops: int, generator: torch.Generator, tables: dict
+) -> torch.Tensor:
     """:class:`ProbRandAugment` for a batch: per sample its own magnitude, probability and op draws."""
     for d in draw_boosted_ops(x.shape[0], magnitude, prob, num_ops, generator, tables):
         out = boosted_op(x, d["k"], d["value"], d["sign"], d["rx"], d["ry"], tables)
@@ -431,8 +440,14 @@ class BoostedDataModuleMixin:
         self._weights_on: dict[str, torch.Tensor] = {}
 
     def train_transform(self) -> BoostedViews:  # type: ignore[override]
+        # image_size, mean, std: the LongTailDataModule this mixin completes
         return BoostedViews(
-            self.image_size, self.rand_k, self.rand_strength, self.mean, self.std, crop_scale=self.crop_scale  # type: ignore[attr-defined]
+            self.image_size,  # type: ignore[attr-defined]
+            self.rand_k,
+            self.rand_strength,
+            self.mean,  # type: ignore[attr-defined]
+            self.std,  # type: ignore[attr-defined]
+            crop_scale=self.crop_scale,
         )
 
     @cached_property

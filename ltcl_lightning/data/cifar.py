@@ -18,16 +18,15 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchvision import datasets
 
 from ltcl_lightning.data.base import IndexedDataset, LongTailDataModule
-from ltcl_lightning.data.longtail import (
-    check_subset_labels,
-    class_counts_from_profile,
-    load_index_file,
-    select_longtail_indices,
-)
+from ltcl_lightning.data.longtail import check_subset_labels, class_counts_from_profile, load_index_file, select_longtail_indices
 from ltcl_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 _FILES = {
-    10: ("cifar-10-batches-py", ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch", "batches.meta"], "cifar-10-python.tar.gz"),
+    10: (
+        "cifar-10-batches-py",
+        ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch", "batches.meta"],
+        "cifar-10-python.tar.gz",
+    ),
     100: ("cifar-100-python", ["train", "test", "meta"], "cifar-100-python.tar.gz"),
 }
 
@@ -164,7 +163,10 @@ class _CIFARLTDataModule(LongTailDataModule):
         if self.split_file is not None:
             return self._load_split(self.split_file, labels)
         counts = class_counts_from_profile(
-            self.num_classes, int(np.bincount(labels).max()), self.imbalance_factor, self.profile  # type: ignore[arg-type]
+            self.num_classes,
+            int(np.bincount(labels).max()),
+            self.imbalance_factor,  # type: ignore[arg-type]  # not None without a split file
+            self.profile,
         )
         return select_longtail_indices(labels, counts, seed=self.subset_seed)
 
@@ -172,8 +174,9 @@ class _CIFARLTDataModule(LongTailDataModule):
         idx = load_index_file(path, len(labels))
         if self.check_split_labels:
             other = 100 if self.num_classes == 10 else 10
-            check_subset_labels(idx, labels, path, f"CIFAR-{self.num_classes}",
-                                hint=f" (the CIFAR-{other} files index the same 50,000 train images)")
+            check_subset_labels(
+                idx, labels, path, f"CIFAR-{self.num_classes}", hint=f" (the CIFAR-{other} files index the same 50,000 train images)"
+            )
         return idx
 
     def train_targets(self) -> np.ndarray:

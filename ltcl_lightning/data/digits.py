@@ -28,8 +28,7 @@ class _DigitsImages(Dataset):
             from sklearn.datasets import load_digits
         except ImportError:  # pragma: no cover - depends on the environment
             raise ImportError(
-                "DigitsLTDataModule needs scikit-learn (it ships the digits images): "
-                "pip install 'ltcl-lightning[demo]'"
+                "DigitsLTDataModule needs scikit-learn (it ships the digits images): pip install 'ltcl-lightning[demo]'"
             ) from None
         digits = load_digits()
         imgs = np.round(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
@@ -76,8 +75,7 @@ class DigitsLTDataModule(LongTailDataModule):
                 ``eval_view``, ``sampler``, ``seed``, ...), with its defaults.
         """
         super().__init__(
-            batch_size=batch_size, num_workers=num_workers, train_views=train_views,
-            mean=mean, std=std, pin_memory=pin_memory, **kwargs,
+            batch_size=batch_size, num_workers=num_workers, train_views=train_views, mean=mean, std=std, pin_memory=pin_memory, **kwargs
         )
         if not imbalance_factor >= 1:
             raise ValueError(f"imbalance_factor must be >= 1 (n_max / n_min), got {imbalance_factor}")

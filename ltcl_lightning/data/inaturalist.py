@@ -133,8 +133,14 @@ class INaturalist2018DataModule(ListFileDataModule):
         self.val_json = val_json
         self._category_names: dict[int, str] = {}
         super().__init__(
-            data_dir=data_dir, train_list=train_list or train_json, val_list=val_list or val_json,  # type: ignore[arg-type]
-            test_list=test_list, fewshot_list=fewshot_list, num_classes=num_classes, mean=mean, std=std,
+            data_dir=data_dir,
+            train_list=train_list or train_json,  # type: ignore[arg-type]  # one of them is given (checked above)
+            val_list=val_list or val_json,
+            test_list=test_list,
+            fewshot_list=fewshot_list,
+            num_classes=num_classes,
+            mean=mean,
+            std=std,
             **kwargs,
         )
 

@@ -47,8 +47,16 @@ class ListFile:
     (e.g. the iNat COCO-style JSON annotations).
     """
 
-    def __init__(self, source: str, buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-                 labels: np.ndarray, line_numbers: np.ndarray, unit: str = "line"):
+    def __init__(
+        self,
+        source: str,
+        buffer: np.ndarray,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        labels: np.ndarray,
+        line_numbers: np.ndarray,
+        unit: str = "line",
+    ):
         self.source = source
         #: what ``line_numbers`` count in messages: "line" of a text file, "image" of a JSON file
         self.unit = unit
@@ -65,8 +73,7 @@ class ListFile:
         ends = np.cumsum(lengths)
         starts = ends - lengths
         buffer = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-        return cls(source, buffer, starts, ends, np.asarray(labels, dtype=np.int64),
-                   np.arange(1, len(encoded) + 1, dtype=np.int64), unit)
+        return cls(source, buffer, starts, ends, np.asarray(labels, dtype=np.int64), np.arange(1, len(encoded) + 1, dtype=np.int64), unit)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -138,8 +145,7 @@ def read_list_file(path: str | os.PathLike, what: str = "list file") -> ListFile
     while (m := (path_ends > starts) & _SEPARATOR[buf[np.maximum(path_ends - 1, 0)]]).any():
         path_ends[m] -= 1
     offsets = np.int32 if buf.size < 2**31 else np.int64  # halves the offsets' memory for any real list
-    return ListFile(path, buf, starts.astype(offsets), path_ends.astype(offsets), labels,
-                    line_numbers.astype(offsets))
+    return ListFile(path, buf, starts.astype(offsets), path_ends.astype(offsets), labels, line_numbers.astype(offsets))
 
 
 def _parse_labels(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
@@ -308,8 +314,9 @@ class EncodedBatch:
 
     def to(self, device, non_blocking: bool = False) -> EncodedBatch:
         # the bytes stay on the host: decode_jpeg takes host buffers and decodes on the device
-        return EncodedBatch(self.index.to(device, non_blocking=non_blocking), self.data,
-                            self.target.to(device, non_blocking=non_blocking), self.split)
+        return EncodedBatch(
+            self.index.to(device, non_blocking=non_blocking), self.data, self.target.to(device, non_blocking=non_blocking), self.split
+        )
 
     def pin_memory(self) -> EncodedBatch:
         return EncodedBatch(self.index.pin_memory(), self.data, self.target.pin_memory(), self.split)
@@ -467,11 +474,11 @@ class ListFileDataModule(LongTailDataModule):
             hint = (
                 f" The list has {present} classes labelled 0..{int(lf.labels.max())}: for a list with "
                 f"{int(lf.labels.max()) + 1} classes pass num_classes={int(lf.labels.max()) + 1}."
-                if present == int(lf.labels.max()) + 1 else ""
+                if present == int(lf.labels.max()) + 1
+                else ""
             )
             raise ValueError(
-                f"{len(empty)} of {self.num_classes} classes have no training image in "
-                f"{lf.source!r} (first: {empty[:10].tolist()}).{hint}"
+                f"{len(empty)} of {self.num_classes} classes have no training image in {lf.source!r} (first: {empty[:10].tolist()}).{hint}"
             )
         return lf
 
@@ -541,9 +548,14 @@ class ListFileDataModule(LongTailDataModule):
 
         split = split if train else ("eval" if split == "train" else split)  # probe loaders evaluate
         return DataLoader(
-            ds, batch_size=loader.batch_size, sampler=loader.sampler if train else None, drop_last=loader.drop_last,
-            num_workers=self.num_workers, persistent_workers=self.persistent_workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(), collate_fn=partial(_encoded_collate, split=split),
+            ds,
+            batch_size=loader.batch_size,
+            sampler=loader.sampler if train else None,
+            drop_last=loader.drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.persistent_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            collate_fn=partial(_encoded_collate, split=split),
         )
 
     def _device_view(self, view):

@@ -19,11 +19,7 @@ Profile = Literal["exp", "step"]
 
 
 def class_counts_from_profile(
-    num_classes: int,
-    n_max: int,
-    imbalance_factor: float,
-    profile: Profile = "exp",
-    step_fraction: float = 0.5,
+    num_classes: int, n_max: int, imbalance_factor: float, profile: Profile = "exp", step_fraction: float = 0.5
 ) -> list[int]:
     """Per-class image counts, head (class 0) to tail.
 
@@ -42,19 +38,14 @@ def class_counts_from_profile(
     if profile == "exp":
         if num_classes == 1:
             return [n_max]
-        return [
-            int(math.floor(n_max * (1.0 / imbalance_factor) ** (i / (num_classes - 1))))
-            for i in range(num_classes)
-        ]
+        return [int(math.floor(n_max * (1.0 / imbalance_factor) ** (i / (num_classes - 1)))) for i in range(num_classes)]
     if profile == "step":
         n_head = int(round(num_classes * step_fraction))
         return [n_max] * n_head + [int(math.floor(n_max / imbalance_factor))] * (num_classes - n_head)
     raise ValueError(f"unknown profile {profile!r}: expected 'exp' or 'step'")
 
 
-def select_longtail_indices(
-    labels: Sequence[int] | np.ndarray, counts: Sequence[int], seed: int = 0
-) -> np.ndarray:
+def select_longtail_indices(labels: Sequence[int] | np.ndarray, counts: Sequence[int], seed: int = 0) -> np.ndarray:
     """The LDAM-DRW CIFAR-LT construction, index for index.
 
     Equivalent to ``np.random.seed(seed)``, then for each class c in increasing order
@@ -101,8 +92,7 @@ def load_index_file(path: str, dataset_size: int) -> np.ndarray:
     if len(uniq) != len(arr):
         dup = uniq[counts > 1]
         raise ValueError(
-            f"split file {path!r} repeats {len(dup)} indices (first: {dup[:5].tolist()}); "
-            "a subset must list every image at most once."
+            f"split file {path!r} repeats {len(dup)} indices (first: {dup[:5].tolist()}); a subset must list every image at most once."
         )
     return arr.astype(np.int64)
 
@@ -140,4 +130,3 @@ def check_subset_labels(indices: np.ndarray, labels: np.ndarray, path: str, data
             f"indexes the same images{hint}. Pass the {dataset} file (e.g. splits/<dataset>/split1_D_i.npy); if a "
             "random subset is really meant, set check_split_labels=false."
         )
-

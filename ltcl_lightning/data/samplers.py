@@ -69,7 +69,7 @@ class _ResumableOrder:
     def __iter__(self) -> Iterator[int]:
         order = self._epoch_indices()
         if self._skip is not None and self._skip[0] == self.epoch:
-            order = order[self._skip[1]:]
+            order = order[self._skip[1] :]
             self._skip = None
         return iter(order)
 
@@ -104,8 +104,7 @@ class InstanceSampler(_ResumableOrder, DistributedSampler):
     the shards are padded with the first indices of the permutation so ranks get equal length).
     """
 
-    def __init__(self, num_samples: int, num_replicas: int | None = None, rank: int | None = None,
-                 seed: int = 0, shuffle: bool = True):
+    def __init__(self, num_samples: int, num_replicas: int | None = None, rank: int | None = None, seed: int = 0, shuffle: bool = True):
         if num_samples < 1:
             raise ValueError(f"cannot sample from an empty dataset (num_samples={num_samples})")
         r, world = _rank_and_world(num_replicas, rank)
@@ -125,8 +124,9 @@ class ClassAwareSampler(_ResumableOrder, DistributedSampler):
     ``power=0`` is class-balanced, ``power=0.5`` square-root sampling.
     """
 
-    def __init__(self, targets, power: float, num_replicas: int | None = None, rank: int | None = None,
-                 seed: int = 0, num_samples: int | None = None):
+    def __init__(
+        self, targets, power: float, num_replicas: int | None = None, rank: int | None = None, seed: int = 0, num_samples: int | None = None
+    ):
         targets = np.asarray(targets, dtype=np.int64)
         if targets.ndim != 1 or targets.size == 0:
             raise ValueError(f"targets must be a non-empty 1-D array of labels, got shape {targets.shape}")
@@ -165,8 +165,9 @@ class ClassAwareSampler(_ResumableOrder, DistributedSampler):
         return self.global_draw()[self.rank : self.total_size : self.num_replicas].tolist()
 
 
-def build_sampler(name: SamplerName, dataset, seed: int = 0, num_replicas: int | None = None,
-                  rank: int | None = None) -> DistributedSampler:
+def build_sampler(
+    name: SamplerName, dataset, seed: int = 0, num_replicas: int | None = None, rank: int | None = None
+) -> DistributedSampler:
     """The training sampler called ``name`` for ``dataset`` (class-aware ones read its
     ``targets``: the labels of its items, as ``IndexedDataset`` holds them)."""
     if name == "instance":
@@ -186,5 +187,5 @@ def expected_class_frequencies(counts, name: SamplerName) -> np.ndarray:
     """Share of each class in a sampler's epoch (for tests and reports)."""
     counts = np.asarray(counts, dtype=np.float64)
     q = 1.0 if name == "instance" else CLASS_POWER[name]
-    w = np.where(counts > 0, counts ** q, 0.0)
+    w = np.where(counts > 0, counts**q, 0.0)
     return w / w.sum()

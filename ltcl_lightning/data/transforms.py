@@ -15,15 +15,7 @@ from typing import Union
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
-from ltcl_lightning.data.augment import (
-    Augmentation,
-    AutoAugmentCutout,
-    CropFlip,
-    EvalView,
-    Interpolation,
-    RandAugmentView,
-    SimCLRAugment,
-)
+from ltcl_lightning.data.augment import Augmentation, AutoAugmentCutout, CropFlip, EvalView, Interpolation, RandAugmentView, SimCLRAugment
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -84,8 +84,7 @@ def balanced_contrastive_loss(
         num_classes = prototypes.shape[0]
         if check_labels and b > 0 and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
             raise ValueError(
-                f"labels must lie in [0, {num_classes}) (one prototype per class), got range "
-                f"[{int(labels.min())}, {int(labels.max())}]"
+                f"labels must lie in [0, {num_classes}) (one prototype per class), got range [{int(labels.min())}, {int(labels.max())}]"
             )
 
     # half precision would lose the 1/T = 14x amplified logits; compute in float32 at least
@@ -97,9 +96,9 @@ def balanced_contrastive_loss(
     y_items = c.item_labels
     # n_k over the (global) batch: all views + one prototype per class
     if prototypes is not None:
-        counts = torch.zeros(num_classes, dtype=dtype, device=y_items.device).index_add_(
-            0, y_items, torch.ones_like(y_items, dtype=dtype)
-        )[y_items]
+        counts = torch.zeros(num_classes, dtype=dtype, device=y_items.device).index_add_(0, y_items, torch.ones_like(y_items, dtype=dtype))[
+            y_items
+        ]
     else:  # classes unknown: count each item's label among the items (no host sync)
         counts = (y_items[:, None] == y_items[None, :]).sum(1).to(dtype)
     same = c.pos_mask | c.self_mask  # y_b = y_a

@@ -7,10 +7,7 @@ import torch.nn.functional as F
 
 
 def logit_adjusted_cross_entropy(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    class_prior: torch.Tensor | None = None,
-    tau: float = 1.0,
+    logits: torch.Tensor, target: torch.Tensor, class_prior: torch.Tensor | None = None, tau: float = 1.0
 ) -> torch.Tensor:
     """``CE(f(x) + tau * log(pi), y)``; ``tau = 0`` or no prior is plain cross-entropy.
 

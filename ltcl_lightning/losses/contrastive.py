@@ -91,11 +91,7 @@ def per_sample_mean(loss_per_anchor: torch.Tensor, num_views: int, reduction: Re
 
 
 def _multi_view_contrastive(
-    views: Sequence[torch.Tensor],
-    labels: torch.Tensor | None,
-    temperature: float,
-    reduction: Reduction,
-    gather: bool,
+    views: Sequence[torch.Tensor], labels: torch.Tensor | None, temperature: float, reduction: Reduction, gather: bool
 ) -> torch.Tensor:
     """SupCon "L_out": ``-mean_{p in P(a)} log softmax_{b != a}(s_ab)[p]`` per anchor."""
     if len(views) < 2:
@@ -109,11 +105,7 @@ def _multi_view_contrastive(
 
 
 def nt_xent_loss(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    temperature: float = 0.2,
-    reduction: Reduction = "mean",
-    gather: bool = True,
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2, reduction: Reduction = "mean", gather: bool = True
 ) -> torch.Tensor:
     """NT-Xent over the 2B embeddings (positive once in the denominator, 2B - 2 negatives).
 
@@ -127,11 +119,7 @@ def nt_xent_loss(
 
 
 def supcon_loss(
-    views: Sequence[torch.Tensor],
-    labels: torch.Tensor,
-    temperature: float = 0.1,
-    reduction: Reduction = "mean",
-    gather: bool = True,
+    views: Sequence[torch.Tensor], labels: torch.Tensor, temperature: float = 0.1, reduction: Reduction = "mean", gather: bool = True
 ) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al. 2020), the "L_out" form.
 

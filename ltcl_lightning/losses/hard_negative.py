@@ -90,12 +90,7 @@ def hard_negative_nt_xent_loss(
 
 
 def debiased_nt_xent_loss(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    temperature: float = 0.5,
-    tau_plus: float = 0.1,
-    reduction: Reduction = "mean",
-    gather: bool = True,
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, tau_plus: float = 0.1, reduction: Reduction = "mean", gather: bool = True
 ) -> torch.Tensor:
     """DCL's debiased NT-Xent (Chuang et al. 2020): the hard-negative loss with ``beta = 0``."""
     return hard_negative_nt_xent_loss(z1, z2, temperature, tau_plus, 0.0, reduction, gather)

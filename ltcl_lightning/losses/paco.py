@@ -79,8 +79,9 @@ def paco_loss(
         raise ValueError(f"centre_logits must have {n_anchors} rows for anchors={anchors!r}, got {centre_logits.shape[0]}")
     if anchors == "query":
         k = k.detach()
-    c = contrastive_logits([q, k], labels, temperature, gather,
-                           extra_items=queue_keys.detach().to(q.dtype), extra_labels=queue_labels.to(labels.device))
+    c = contrastive_logits(
+        [q, k], labels, temperature, gather, extra_items=queue_keys.detach().to(q.dtype), extra_labels=queue_labels.to(labels.device)
+    )
     sample_logits, self_mask, pos = c.logits[:n_anchors], c.self_mask[:n_anchors], c.pos_mask[:n_anchors]
     centre = centre_logits.to(sample_logits.dtype)
     if log_prior is not None:

@@ -49,8 +49,14 @@ def keyed_contrast(
         raise ValueError(f"queue keys {tuple(queue_keys.shape)} and labels {tuple(queue_labels.shape)} do not fit queries {tuple(q.shape)}")
     b = q.shape[0]
     # the kernel's anchors are both views; the key rows (no gradient) are dropped
-    c = contrastive_logits([q, k.detach()], labels, temperature, gather,
-                           extra_items=queue_keys.detach().to(q.dtype), extra_labels=queue_labels.to(labels.device))
+    c = contrastive_logits(
+        [q, k.detach()],
+        labels,
+        temperature,
+        gather,
+        extra_items=queue_keys.detach().to(q.dtype),
+        extra_labels=queue_labels.to(labels.device),
+    )
     not_self = ~c.self_mask[:b]
     return KeyedContrast(c.logits[:b].masked_fill(~not_self, float("-inf")), c.pos_mask[:b], not_self)
 

@@ -21,8 +21,24 @@ from ltcl_lightning.methods.supcon import SupCon
 from ltcl_lightning.methods.two_branch import TwoBranchMethod
 
 __all__ = [
-    "LongTailMethod", "TwoBranchMethod", "SimCLR", "SupCon", "CrossEntropy", "SDCLR",
-    "BoostedCL", "BoostedSDCLR", "BalancedCL", "ProCo", "LinearProbe",
-    "HardNegativeSimCLR", "DebiasedSimCLR", "HardNegativeSDCLR", "HardNegativeBoostedCL", "HardNegativeBoostedSDCLR",
-    "PaCo", "GPaCo", "KCL", "TSC",
+    "LongTailMethod",
+    "TwoBranchMethod",
+    "SimCLR",
+    "SupCon",
+    "CrossEntropy",
+    "SDCLR",
+    "BoostedCL",
+    "BoostedSDCLR",
+    "BalancedCL",
+    "ProCo",
+    "LinearProbe",
+    "HardNegativeSimCLR",
+    "DebiasedSimCLR",
+    "HardNegativeSDCLR",
+    "HardNegativeBoostedCL",
+    "HardNegativeBoostedSDCLR",
+    "PaCo",
+    "GPaCo",
+    "KCL",
+    "TSC",
 ]

@@ -29,14 +29,7 @@ from ltcl_lightning.modules.heads import NormedLinear, ProjectionHead
 
 
 class BalancedCL(TwoBranchMethod):
-    def __init__(
-        self,
-        num_classes: int,
-        temperature: float = 0.07,
-        contrastive_weight: float = 0.35,
-        gather: bool = True,
-        **kwargs,
-    ):
+    def __init__(self, num_classes: int, temperature: float = 0.07, contrastive_weight: float = 0.35, gather: bool = True, **kwargs):
         """
         Args:
             temperature: T of the balanced contrastive loss (official 0.07).
@@ -70,6 +63,7 @@ class BalancedCL(TwoBranchMethod):
         return F.normalize(self.head_fc(self.class_weights()), dim=1)
 
     def contrastive_loss(self, z2, z3, target, h):
-        loss = balanced_contrastive_loss([z2, z3], target, self.prototypes(), temperature=self.temperature, gather=self.gather,
-                                         check_labels=False)  # the data's labels are checked against num_classes at setup
+        loss = balanced_contrastive_loss(
+            [z2, z3], target, self.prototypes(), temperature=self.temperature, gather=self.gather, check_labels=False
+        )  # the data's labels are checked against num_classes at setup
         return loss, {}

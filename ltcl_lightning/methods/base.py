@@ -162,8 +162,7 @@ class LongTailMethod(pl.LightningModule):
                     )
         if int(self.class_counts.sum()) == 0 and stage != "fit":
             raise ValueError(
-                "class_counts are unknown: pass class_counts= (or a datamodule) so that Many / Medium / "
-                "Few groups can be formed."
+                "class_counts are unknown: pass class_counts= (or a datamodule) so that Many / Medium / Few groups can be formed."
             )
         self.build_metrics()
 

@@ -123,14 +123,7 @@ class BoostedSDCLR(MomentumBoosted, SDCLR):
     """BCL-D: SDCLR whose dense-view-1 vs pruned-view-2 per-sample loss drives the boosted
     augmentation (use a boosted datamodule with ``rand_k=2``)."""
 
-    def __init__(
-        self,
-        num_classes: int,
-        head_layers: int = 2,
-        momentum_beta: float = 0.97,
-        num_samples: int | None = None,
-        **kwargs,
-    ):
+    def __init__(self, num_classes: int, head_layers: int = 2, momentum_beta: float = 0.97, num_samples: int | None = None, **kwargs):
         """
         Args:
             head_layers: 2, the BoostedCL repository's SDCLR head (official SDCLR: 3).

@@ -17,12 +17,7 @@ class CrossEntropy(LongTailMethod):
     uses_online_probe = False
 
     def __init__(
-        self,
-        num_classes: int,
-        backbone: str = "resnet32_cifar",
-        logit_adjust_tau: float = 0.0,
-        cosine_classifier: bool = False,
-        **kwargs,
+        self, num_classes: int, backbone: str = "resnet32_cifar", logit_adjust_tau: float = 0.0, cosine_classifier: bool = False, **kwargs
     ):
         super().__init__(num_classes, backbone, **kwargs)
         self.logit_adjust_tau = logit_adjust_tau

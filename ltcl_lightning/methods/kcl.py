@@ -82,8 +82,17 @@ class KCL(LongTailMethod):
         targets, target_positive = self.targets_for(q, target)
         queue_keys, queue_labels = self.queue.contents()
         loss_class, loss_target = kcl_loss(
-            q, k, target, queue_keys, queue_labels, self.temperature, self.num_positives, self._scores(q.shape[0]),
-            targets, target_positive, getattr(self, "target_weight", 1.0),
+            q,
+            k,
+            target,
+            queue_keys,
+            queue_labels,
+            self.temperature,
+            self.num_positives,
+            self._scores(q.shape[0]),
+            targets,
+            target_positive,
+            getattr(self, "target_weight", 1.0),
         )
         self.queue.enqueue(k, target)
         out = {"loss": loss_class + loss_target, "features": h, "loss_class": loss_class.detach()}

@@ -76,7 +76,7 @@ def load_pretrained(checkpoint: str, method: str | None = None) -> tuple[nn.Modu
         if "backbone" not in hparams:
             raise ValueError(f"{checkpoint!r} has no 'backbone' hyper-parameter; pass method=<class path of the pre-training method>")
         backbone = build_backbone(hparams["backbone"])
-        sub = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        sub = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
         try:
             backbone.load_state_dict(sub, strict=True)
         except RuntimeError as err:
@@ -118,11 +118,17 @@ def checkpoint_datamodule(hparams: dict, checkpoint: str = "the checkpoint", **o
 def data_signature(dm) -> dict[str, Any]:
     """What a frozen backbone's features depend on in the data: the label set's size, the image
     size and the input normalisation (and, for messages, the datamodule's class)."""
+
     def rounded(v):
         return None if v is None else tuple(round(float(x), 6) for x in v)
 
-    return {"datamodule": type(dm).__name__, "num_classes": int(dm.num_classes), "image_size": int(dm.image_size),
-            "mean": rounded(dm.mean), "std": rounded(dm.std)}
+    return {
+        "datamodule": type(dm).__name__,
+        "num_classes": int(dm.num_classes),
+        "image_size": int(dm.image_size),
+        "mean": rounded(dm.mean),
+        "std": rounded(dm.std),
+    }
 
 
 def check_same_inputs(pretrain: dict[str, Any], probe: dict[str, Any], checkpoint: str, ignore: tuple[str, ...] = ()) -> None:
@@ -170,8 +176,7 @@ class LinearProbe(LongTailMethod):
         backbone, pretrain_counts, ckpt_classes, ckpt_hparams = load_pretrained(checkpoint, method)
         # the pre-training data's signature, checked against the probe data at setup (None: not recorded)
         pretrain_data = (
-            data_signature(checkpoint_datamodule(ckpt_hparams, repr(checkpoint)))
-            if ckpt_hparams.get("_datamodule_class") else None
+            data_signature(checkpoint_datamodule(ckpt_hparams, repr(checkpoint))) if ckpt_hparams.get("_datamodule_class") else None
         )
         if ckpt_classes != num_classes:
             raise ValueError(
@@ -179,8 +184,12 @@ class LinearProbe(LongTailMethod):
                 "probe on the same label set (pre-training counts define the groups)"
             )
         super().__init__(
-            num_classes, backbone, class_counts=pretrain_counts.tolist(), grouping=grouping,
-            optimizer=optimizer, lr_schedule=lr_schedule if lr_schedule is not None else ExponentialDecay(min_lr=1e-6),
+            num_classes,
+            backbone,
+            class_counts=pretrain_counts.tolist(),
+            grouping=grouping,
+            optimizer=optimizer,
+            lr_schedule=lr_schedule if lr_schedule is not None else ExponentialDecay(min_lr=1e-6),
         )
         self.save_hyperparameters({"checkpoint": checkpoint, "method": method, "probe_class_counts": class_counts})
         self._pretrain_data = pretrain_data

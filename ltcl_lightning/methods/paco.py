@@ -102,8 +102,20 @@ class _ParametricContrastive(LongTailMethod):
         q, k, centre_logits, h = self.encode(views)
         queue_keys, queue_labels = self.queue.contents()
         per_sample = paco_loss(
-            q, k, target, centre_logits, queue_keys, queue_labels, self.temperature, self.alpha, self.beta,
-            self.gamma, log_prior=self.log_prior(), supt=self.supt, smooth=self.smooth, anchors=self.anchors,
+            q,
+            k,
+            target,
+            centre_logits,
+            queue_keys,
+            queue_labels,
+            self.temperature,
+            self.alpha,
+            self.beta,
+            self.gamma,
+            log_prior=self.log_prior(),
+            supt=self.supt,
+            smooth=self.smooth,
+            anchors=self.anchors,
             reduction="none",
         )
         self.queue.enqueue(k.detach(), target)  # after the loss: the batch's own keys are items already
@@ -162,7 +174,10 @@ class GPaCo(_ParametricContrastive):
     def build_projector(self, feat_dim: int, proj_dim: int) -> nn.Module:
         # GPaCo/LT/moco/builder.py, mlp=True: Linear-ReLU-Linear-ReLU-fc, no batch norm
         return nn.Sequential(
-            nn.Linear(feat_dim, feat_dim), nn.ReLU(inplace=True), nn.Linear(feat_dim, feat_dim), nn.ReLU(inplace=True),
+            nn.Linear(feat_dim, feat_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(feat_dim, feat_dim),
+            nn.ReLU(inplace=True),
             nn.Linear(feat_dim, proj_dim),
         )
 

@@ -35,14 +35,7 @@ from ltcl_lightning.modules.vmf import VMFEstimator
 
 
 class ProCo(TwoBranchMethod):
-    def __init__(
-        self,
-        num_classes: int,
-        temperature: float = 0.1,
-        kappa_max: float = 1e5,
-        estimator_seed: int = 0,
-        **kwargs,
-    ):
+    def __init__(self, num_classes: int, temperature: float = 0.1, kappa_max: float = 1e5, estimator_seed: int = 0, **kwargs):
         """
         Args:
             temperature: tau of the contrastive term (CIFAR 0.1, ImageNet-LT / iNat 0.07).

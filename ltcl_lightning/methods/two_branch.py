@@ -128,11 +128,4 @@ class TwoBranchMethod(LongTailMethod):
         loss = self.ce_weight * ce + self.contrastive_weight * con.to(ce.dtype)
         with torch.no_grad():
             acc = (self.train_accuracy_logits(logits.detach(), extras).argmax(1) == target).float().mean()
-        return {
-            "loss": loss,
-            "features": h[:b],
-            "ce_loss": ce.detach(),
-            "contrastive_loss": con.detach(),
-            "acc": acc,
-            **extras,
-        }
+        return {"loss": loss, "features": h[:b], "ce_loss": ce.detach(), "contrastive_loss": con.detach(), "acc": acc, **extras}

@@ -38,9 +38,7 @@ class BasicBlock(nn.Module):
             if shortcut == "A":  # LDAM ResNet-32: subsample + zero-pad channels, no parameters
                 self.shortcut_pad = planes - in_planes
             else:
-                self.downsample = nn.Sequential(
-                    nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
-                )
+                self.downsample = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
         self.stride = stride
 
     def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,9 +91,15 @@ class TinyNet(nn.Module):
     def __init__(self, width: int = 32):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-            nn.Conv2d(width, 2 * width, 3, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
-            nn.Conv2d(2 * width, 2 * width, 3, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
+            nn.Conv2d(3, width, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, 2 * width, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(2 * width, 2 * width, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(inplace=True),
         )
         self.out_dim = 2 * width
 
@@ -153,7 +157,7 @@ def build_backbone(name: str | nn.Module) -> nn.Module:
             raise ValueError(f"a backbone module must tell its feature width as an int `out_dim`; {type(name).__name__} does not")
         return name
     if name.startswith("timm:"):
-        return TimmBackbone(name[len("timm:"):])
+        return TimmBackbone(name[len("timm:") :])
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)} or 'timm:<model name>'")
     return BACKBONES[name]()
@@ -199,7 +203,7 @@ def to_torchvision_state_dict(name: str, state: dict[str, torch.Tensor]) -> dict
     out = {}
     for key, value in state.items():
         if name == "resnet18_cifar" and key.startswith("layers."):
-            i, rest = key[len("layers."):].split(".", 1)
+            i, rest = key[len("layers.") :].split(".", 1)
             key = f"layer{int(i) + 1}.{rest}"
         elif name != "resnet18_cifar":
             key = key.removeprefix("net.")

@@ -14,15 +14,7 @@ class ProjectionHead(nn.Sequential):
     SDCLR reference: 3 layers. ProCo/BalancedCL: 2 layers without output BN.
     """
 
-    def __init__(
-        self,
-        in_dim: int,
-        hidden_dim: int,
-        out_dim: int,
-        num_layers: int = 2,
-        last_bn: bool = True,
-        hidden_bias: bool = True,
-    ):
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, last_bn: bool = True, hidden_bias: bool = True):
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         layers: list[nn.Module] = []

@@ -36,9 +36,17 @@ def _conv_like(cls: Callable[..., _Conv], conv: nn.Conv2d) -> _Conv:
     """A ``cls`` convolution with ``conv``'s geometry sharing its Parameter objects, so a
     converted model keeps its weights (and the optimiser's references to them)."""
     new = cls(
-        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-        conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
-        device=conv.weight.device, dtype=conv.weight.dtype,
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+        conv.padding_mode,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
     )
     new.weight = conv.weight
     if conv.bias is not None:
@@ -117,9 +125,7 @@ def convert_to_prunable(module: nn.Module) -> nn.Module:
             setattr(module, name, new)
     bad = [n for n, m in module.named_modules() if isinstance(m, nn.modules.conv._ConvNd) and not isinstance(m, MaskedConv2d)]
     if bad:
-        raise TypeError(
-            f"convert_to_prunable supports nn.Conv2d only; these convolutions cannot be masked: {bad[:5]}"
-        )
+        raise TypeError(f"convert_to_prunable supports nn.Conv2d only; these convolutions cannot be masked: {bad[:5]}")
     return module
 
 
@@ -274,12 +280,7 @@ def global_magnitude_masks(weights: list[torch.Tensor], ratio: float) -> tuple[t
 
 
 @torch.no_grad()
-def prune_global(
-    module: nn.Module,
-    ratio: float,
-    random_ratio: float = 0.0,
-    generator: torch.Generator | None = None,
-) -> dict[str, float]:
+def prune_global(module: nn.Module, ratio: float, random_ratio: float = 0.0, generator: torch.Generator | None = None) -> dict[str, float]:
     """Recompute every mask of ``module``'s :class:`MaskedConv2d` layers from the current dense
     weights (from scratch, not cumulative, as the reference).
 

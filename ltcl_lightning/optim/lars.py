@@ -14,7 +14,9 @@ from torch.optim import Optimizer
 
 
 class LARS(Optimizer):
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 1e-3, exclude_bias_and_norm: bool = True):
+    def __init__(
+        self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 1e-3, exclude_bias_and_norm: bool = True
+    ):
         if lr < 0:
             raise ValueError(f"lr must be >= 0, got {lr}")
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False)
@@ -48,9 +50,7 @@ class LARS(Optimizer):
                     if group["weight_decay"] != 0:
                         g = g.add(p, alpha=group["weight_decay"])
                     w_norm, g_norm = torch.norm(p), torch.norm(g)
-                    trust = torch.where(
-                        (w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, torch.ones_like(w_norm)
-                    )
+                    trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, torch.ones_like(w_norm))
                     g = g * trust
                 state = self.state[p]
                 if "momentum_buffer" not in state:

@@ -70,7 +70,9 @@ class WarmupCosine(LRSchedule):
 class WarmupMultiStep(LRSchedule):
     """Linear warm-up, then x ``gamma`` at each milestone epoch (ProCo CIFAR: 5, [160, 180], 0.1)."""
 
-    def __init__(self, warmup_epochs: float = 5, milestones: Sequence[int] = (160, 180), gamma: float = 0.1, granularity: Granularity = "epoch"):
+    def __init__(
+        self, warmup_epochs: float = 5, milestones: Sequence[int] = (160, 180), gamma: float = 0.1, granularity: Granularity = "epoch"
+    ):
         self.warmup_epochs, self.milestones, self.gamma, self.granularity = warmup_epochs, list(milestones), gamma, granularity
         self._steps_per_epoch = 1
 

@@ -64,9 +64,7 @@ NOT_SHIPPED: dict[str, str] = {
 
 def names() -> list[str]:
     """Every shipped split name (``<dataset>/<file name without extension>``), sorted."""
-    return sorted(
-        f"{p.parent.name}/{p.stem}" for p in ROOT.glob("*/*") if p.suffix in _EXTENSIONS and p.is_file()
-    )
+    return sorted(f"{p.parent.name}/{p.stem}" for p in ROOT.glob("*/*") if p.suffix in _EXTENSIONS and p.is_file())
 
 
 def _shipped(name: str) -> Path | None:

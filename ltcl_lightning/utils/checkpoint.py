@@ -49,8 +49,10 @@ def load_checkpoint(
     path = str(path)
     if _is_local(path):
         if not os.path.exists(path):
-            raise FileNotFoundError(f"checkpoint {path!r} does not exist: pass the .ckpt written by `ltcl fit` "
-                                    "(e.g. <default_root_dir>/lightning_logs/version_N/checkpoints/last.ckpt)")
+            raise FileNotFoundError(
+                f"checkpoint {path!r} does not exist: pass the .ckpt written by `ltcl fit` "
+                "(e.g. <default_root_dir>/lightning_logs/version_N/checkpoints/last.ckpt)"
+            )
         if os.path.isdir(path):
             raise CheckpointError(f"checkpoint {path!r} is a directory: pass the .ckpt file inside it")
         if os.path.getsize(path) == 0:
@@ -77,21 +79,23 @@ def _unreadable(path: str, err: BaseException) -> str:
     local = _is_local(path) and os.path.isfile(path)
     size = f" ({os.path.getsize(path)} bytes)" if local else ""
     if local and not zipfile.is_zipfile(path):
-        why = ("is not a checkpoint: torch.save writes a zip archive and this file is none (random bytes, a text "
-               "file, or a copy cut short before its end)")
+        why = (
+            "is not a checkpoint: torch.save writes a zip archive and this file is none (random bytes, a text "
+            "file, or a copy cut short before its end)"
+        )
     else:
         why = f"cannot be read by torch.load ({type(err).__name__}: {str(err)[:160]}): it is truncated or damaged"
-    return (f"checkpoint {path!r}{size} {why}. Pass a .ckpt written by `ltcl fit`, or resume from another "
-            "checkpoint, e.g. the previous epoch's.")
+    return (
+        f"checkpoint {path!r}{size} {why}. Pass a .ckpt written by `ltcl fit`, or resume from another "
+        "checkpoint, e.g. the previous epoch's."
+    )
 
 
 def _short(class_path: str) -> str:
     return class_path.rsplit(".", 1)[-1]
 
 
-def check_checkpoint_classes(
-    ckpt: dict[str, Any], path: str, model_class: str | None = None, data_class: str | None = None
-) -> None:
+def check_checkpoint_classes(ckpt: dict[str, Any], path: str, model_class: str | None = None, data_class: str | None = None) -> None:
     """Refuse a checkpoint whose model (or datamodule) class differs from the configured one.
 
     ``model_class`` / ``data_class`` are full class paths (``ltcl_lightning.methods.proco.ProCo``);

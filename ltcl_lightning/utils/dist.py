@@ -88,9 +88,7 @@ def gather(x: torch.Tensor, with_grad: bool = False, sizes: list[int] | None = N
     return _all_gather_padded(x.detach(), sizes)[0]
 
 
-def gather_views(
-    views: Sequence[torch.Tensor], labels: torch.Tensor | None = None
-) -> tuple[list[torch.Tensor], torch.Tensor | None, int]:
+def gather_views(views: Sequence[torch.Tensor], labels: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None, int]:
     """Gather V view tensors of shape (B, d) (with gradients) and optional labels (B,) from all
     ranks: one size exchange, one gather of the stacked views, one of the labels.
 

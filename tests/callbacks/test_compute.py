@@ -16,16 +16,7 @@ import torch
 
 from ltcl_lightning.callbacks.compute import ComputeSwitches
 from ltcl_lightning.data.digits import DigitsLTDataModule
-from ltcl_lightning.methods import (
-    SDCLR,
-    BalancedCL,
-    BoostedCL,
-    BoostedSDCLR,
-    CrossEntropy,
-    ProCo,
-    SimCLR,
-    SupCon,
-)
+from ltcl_lightning.methods import SDCLR, BalancedCL, BoostedCL, BoostedSDCLR, CrossEntropy, ProCo, SimCLR, SupCon
 
 SMALL = dict(backbone="tiny", proj_hidden_dim=32, proj_dim=16)
 THREE = ["crop_flip", "digits", "digits"]
@@ -76,9 +67,16 @@ def test_compiled_step_equals_eager(name):
 def test_compiled_proco_trains_through_the_trainer(tmp_path):
     dm = DigitsLTDataModule(batch_size=16, device_resident=True, train_views=THREE)
     model = ProCo(10, **SMALL)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=2, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, callbacks=[ComputeSwitches(compile="step", compile_backend="aot_eager")],
-                         default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[ComputeSwitches(compile="step", compile_backend="aot_eager")],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, dm)
     assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train/loss"])
 
@@ -107,8 +105,17 @@ def test_bf16_precision_benchmark_and_foreach_take_effect(tmp_path):
     model = SimCLR(10, optimizer=lambda p: torch.optim.SGD(p, lr=0.1, foreach=True), **SMALL)
     dtypes = []
     model.backbone.register_forward_hook(lambda m, a, out: dtypes.append(out.dtype))
-    trainer = pl.Trainer(accelerator="cpu", precision="bf16-mixed", benchmark=True, max_steps=1, limit_val_batches=0,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        precision="bf16-mixed",
+        benchmark=True,
+        max_steps=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, dm)
     assert dtypes[0] == torch.bfloat16  # autocast ran the backbone in bfloat16
     assert torch.backends.cudnn.benchmark is True
@@ -126,14 +133,23 @@ def test_documented_command_line_parses_and_applies(tmp_path, monkeypatch):
     from ltcl_lightning.cli import cli_main
 
     monkeypatch.chdir(Path(__file__).resolve().parents[2])
-    cli = cli_main([
-        "fit", "--config", "experiments/quickstart.yaml", "--trainer.fast_dev_run=true", f"--trainer.default_root_dir={tmp_path}",
-        "--trainer.precision=bf16-mixed", "--trainer.benchmark=true", "--data.init_args.device_resident=true",
-        "--model.init_args.optimizer.init_args.foreach=true",
-        "--trainer.callbacks+=ltcl_lightning.callbacks.compute.ComputeSwitches",
-        "--trainer.callbacks.channels_last=true", "--trainer.callbacks.compile=modules",
-        "--trainer.callbacks.compile_backend=aot_eager",
-    ])
+    cli = cli_main(
+        [
+            "fit",
+            "--config",
+            "experiments/quickstart.yaml",
+            "--trainer.fast_dev_run=true",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.precision=bf16-mixed",
+            "--trainer.benchmark=true",
+            "--data.init_args.device_resident=true",
+            "--model.init_args.optimizer.init_args.foreach=true",
+            "--trainer.callbacks+=ltcl_lightning.callbacks.compute.ComputeSwitches",
+            "--trainer.callbacks.channels_last=true",
+            "--trainer.callbacks.compile=modules",
+            "--trainer.callbacks.compile_backend=aot_eager",
+        ]
+    )
     switches = [c for c in cli.trainer.callbacks if isinstance(c, ComputeSwitches)]
     assert len(switches) == 1 and switches[0].channels_last and switches[0].compile == "modules"
     assert cli.datamodule.device_resident and cli.trainer.precision == "bf16-mixed"

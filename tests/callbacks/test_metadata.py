@@ -12,8 +12,13 @@ import yaml
 from ltcl_lightning.cli import cli_main
 
 REPO = Path(__file__).resolve().parents[2]
-QUICK = ["--config", str(REPO / "experiments/quickstart.yaml"), "--trainer.max_epochs=2",
-         "--trainer.limit_train_batches=1", "--trainer.enable_progress_bar=false"]
+QUICK = [
+    "--config",
+    str(REPO / "experiments/quickstart.yaml"),
+    "--trainer.max_epochs=2",
+    "--trainer.limit_train_batches=1",
+    "--trainer.enable_progress_bar=false",
+]
 
 
 def test_wandb_offline_run_has_the_effective_config(tmp_path, monkeypatch):
@@ -21,8 +26,16 @@ def test_wandb_offline_run_has_the_effective_config(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cli = cli_main(["fit", *QUICK, "--config", str(REPO / "experiments/logger/wandb.yaml"),
-                    f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    cli = cli_main(
+        [
+            "fit",
+            *QUICK,
+            "--config",
+            str(REPO / "experiments/logger/wandb.yaml"),
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ]
+    )
     logger = cli.trainer.logger
     run = logger.experiment
     config = dict(run.config)
@@ -46,8 +59,13 @@ def test_wandb_offline_run_has_the_effective_config(tmp_path, monkeypatch):
 
 
 def test_config_yaml_per_run_folder_and_csv_hparams(tmp_path):
-    args = ["fit", *QUICK, f"--trainer.default_root_dir={tmp_path}",
-            "--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    args = [
+        "fit",
+        *QUICK,
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+    ]
     first = cli_main([*args, "--seed_everything=1"])
     second = cli_main([*args, "--seed_everything=2"])
     dirs = [Path(c.trainer.logger.log_dir) for c in (first, second)]
@@ -70,8 +88,9 @@ def test_selection_names_what_the_best_epoch_was_chosen_on():
     assert selection(CIFAR100LTDataModule(split_file="cifar100/split1_D_i", val_split_file="cifar100/valIdxList")) == "validation"
     assert selection(DigitsLTDataModule()) == "test"
     # the iNat recipes validate and test on the same list: that is selection on the test set
-    inat = INaturalist2018DataModule(data_dir="x", train_list="t.txt", val_list="inaturalist18/iNaturalist18_val",
-                                     test_list="inaturalist18/iNaturalist18_val")
+    inat = INaturalist2018DataModule(
+        data_dir="x", train_list="t.txt", val_list="inaturalist18/iNaturalist18_val", test_list="inaturalist18/iNaturalist18_val"
+    )
     assert selection(inat) == "test"
 
 
@@ -83,14 +102,23 @@ def test_ltcl_test_logs_best_and_last_into_the_training_run(tmp_path, capsys):
     extra = tmp_path / "ckpt.yaml"
     extra.write_text(
         "trainer:\n  callbacks+:\n    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
-        "      init_args: {save_last: true, monitor: val/acc, mode: max, save_top_k: 1, filename: 'best-{epoch}'}\n")
+        "      init_args: {save_last: true, monitor: val/acc, mode: max, save_top_k: 1, filename: 'best-{epoch}'}\n"
+    )
     fit = cli_main(["fit", *QUICK, "--config", str(extra), f"--trainer.default_root_dir={tmp_path}"])
     run = Path(fit.trainer.log_dir)
     fit_config = (run / "config.yaml").read_text()
     best = next((run / "checkpoints").glob("best-*.ckpt"))
     for ckpt in (best, run / "checkpoints" / "last.ckpt"):
-        cli_main(["test", "--config", str(REPO / "experiments/quickstart.yaml"), f"--ckpt_path={ckpt}",
-                  "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}"])
+        cli_main(
+            [
+                "test",
+                "--config",
+                str(REPO / "experiments/quickstart.yaml"),
+                f"--ckpt_path={ckpt}",
+                "--trainer.enable_progress_bar=false",
+                f"--trainer.default_root_dir={tmp_path}",
+            ]
+        )
     assert sorted(p.name for p in run.parent.iterdir()) == [run.name]  # no new version folder
     assert (run / "config.yaml").read_text() == fit_config and (run / "config_test.yaml").is_file()
     summary = json.loads((run / "summary.json").read_text())

@@ -47,9 +47,17 @@ def _fit(tmp_path: Path, loggers, epochs: int = 2, model_cls=CrossEntropy, **mod
     model = model_cls(C, backbone="tiny", grouping="thirds", **model_kw)
     cb = LongTailReport(top_confused=5)
     trainer = pl.Trainer(
-        max_epochs=epochs, accelerator="cpu", devices=1, logger=loggers, callbacks=[cb],
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=1, limit_train_batches=3, default_root_dir=tmp_path,
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=loggers,
+        callbacks=[cb],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=1,
+        limit_train_batches=3,
+        default_root_dir=tmp_path,
     )
     trainer.fit(model, dm)
     return trainer, model, dm
@@ -90,8 +98,10 @@ def test_most_confused_pairs_match_dense_confusion():
         assert t != p and ref[t, p] == n and r == pytest.approx(n / support[t])
     counts = [n for _, _, n, _ in pairs]
     assert counts == sorted(counts, reverse=True)
-    ordered = sorted(((int(t), int(p), int(ref[t, p]), ref[t, p] / support[t]) for t, p in zip(*np.nonzero(ref))),
-                     key=lambda x: (-x[2], -x[3], x[0], x[1]))  # count, then rate, then (true, predicted)
+    ordered = sorted(
+        ((int(t), int(p), int(ref[t, p]), ref[t, p] / support[t]) for t, p in zip(*np.nonzero(ref))),
+        key=lambda x: (-x[2], -x[3], x[0], x[1]),
+    )  # count, then rate, then (true, predicted)
     assert [x[:3] for x in pairs] == [x[:3] for x in ordered]
     assert metric.compute()["confused_pairs"] == pairs  # the metric returns them all, most confused first
     top3 = most_confused_pairs(preds, target, c, k=3)
@@ -230,8 +240,16 @@ def test_logger_fragments_append_to_quickstart_callbacks(tmp_path, monkeypatch, 
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.chdir(tmp_path)
-    cli = cli_main(["--config", str(REPO / "experiments/quickstart.yaml"), "--config", str(REPO / f"experiments/logger/{fragment}.yaml"),
-                    f"--trainer.logger.init_args.save_dir={tmp_path}"], run=False)
+    cli = cli_main(
+        [
+            "--config",
+            str(REPO / "experiments/quickstart.yaml"),
+            "--config",
+            str(REPO / f"experiments/logger/{fragment}.yaml"),
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ],
+        run=False,
+    )
     names = [type(cb).__name__ for cb in cli.trainer.callbacks]
     assert "LongTailSummary" in names and "LongTailReport" in names  # appended, not replaced
     assert type(cli.trainer.logger).__name__ == logger_name
@@ -246,6 +264,14 @@ def test_logger_fragment_alone_on_a_config_without_callbacks(tmp_path):
     del base["trainer"]["callbacks"]
     cfg = tmp_path / "nocb.yaml"
     cfg.write_text(yaml.safe_dump(base))
-    cli = cli_main(["--config", str(cfg), "--config", str(REPO / "experiments/logger/tensorboard.yaml"),
-                    f"--trainer.logger.init_args.save_dir={tmp_path}"], run=False)
+    cli = cli_main(
+        [
+            "--config",
+            str(cfg),
+            "--config",
+            str(REPO / "experiments/logger/tensorboard.yaml"),
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ],
+        run=False,
+    )
     assert [type(cb).__name__ for cb in cli.trainer.callbacks].count("LongTailReport") == 1

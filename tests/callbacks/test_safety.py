@@ -16,11 +16,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ltcl_lightning.callbacks.safety import (
-    SIGTERM_EXIT_CODE,
-    FiniteLossCheck,
-    NonFiniteLossError,
-)
+from ltcl_lightning.callbacks.safety import SIGTERM_EXIT_CODE, FiniteLossCheck, NonFiniteLossError
 from ltcl_lightning.cli import cli_main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,11 +26,22 @@ QUICK = str(REPO / "experiments" / "quickstart.yaml")
 def _diverging(root, *extra) -> list[str]:
     """Cross-entropy on Digits-LT with lr 1e6: the loss reaches 1e16 at step 2 and NaN at step 5."""
     return [
-        "fit", "--config", QUICK, "--trainer.max_epochs=3", "--trainer.limit_train_batches=3",
-        "--trainer.enable_progress_bar=false", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
-        "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={root}", "--trainer.callbacks=[]",
-        "--model=ltcl_lightning.methods.ce.CrossEntropy", "--model.init_args.backbone=tiny",
-        "--model.init_args.optimizer=torch.optim.SGD", "--model.init_args.optimizer.init_args.lr=1e6", *extra,
+        "fit",
+        "--config",
+        QUICK,
+        "--trainer.max_epochs=3",
+        "--trainer.limit_train_batches=3",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.logger=false",
+        "--trainer.enable_checkpointing=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={root}",
+        "--trainer.callbacks=[]",
+        "--model=ltcl_lightning.methods.ce.CrossEntropy",
+        "--model.init_args.backbone=tiny",
+        "--model.init_args.optimizer=torch.optim.SGD",
+        "--model.init_args.optimizer.init_args.lr=1e6",
+        *extra,
     ]
 
 
@@ -46,8 +53,11 @@ def test_diverged_run_stops_at_the_first_non_finite_loss(tmp_path):
 
 def test_check_disabled_trains_on_but_never_picks_a_non_finite_epoch_as_best(tmp_path):
     # before: epoch 0 (NaN validation logits, acc 0.1) became the best epoch
-    cli = cli_main(_diverging(tmp_path, "--trainer.callbacks+=ltcl_lightning.callbacks.safety.FiniteLossCheck",
-                              "--trainer.callbacks.init_args.enabled=false"))
+    cli = cli_main(
+        _diverging(
+            tmp_path, "--trainer.callbacks+=ltcl_lightning.callbacks.safety.FiniteLossCheck", "--trainer.callbacks.init_args.enabled=false"
+        )
+    )
     assert cli.trainer.state.finished and cli.trainer.current_epoch == 3
     assert torch.isnan(cli.trainer.callback_metrics["train/loss"])
     assert cli.model.best_val["epoch"] == -1  # no epoch was finite
@@ -93,13 +103,33 @@ def test_sigterm_saves_a_resumable_checkpoint_and_exits_143(tmp_path):
     marker = tmp_path / "ready"
     root = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    common = ["--config", QUICK, "--trainer.enable_progress_bar=false", "--trainer.logger=false",
-              "--trainer.enable_model_summary=false", "--trainer.limit_val_batches=1", f"--trainer.default_root_dir={root}",
-              "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false"]
+    common = [
+        "--config",
+        QUICK,
+        "--trainer.enable_progress_bar=false",
+        "--trainer.logger=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.limit_val_batches=1",
+        f"--trainer.default_root_dir={root}",
+        "--trainer.callbacks=[]",
+        "--trainer.enable_checkpointing=false",
+    ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ltcl_lightning.cli", "fit", *common, "--trainer.max_epochs=50",
-         "--trainer.callbacks+=slow_marker.SlowMarker", f"--trainer.callbacks.init_args.marker={marker}"],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "ltcl_lightning.cli",
+            "fit",
+            *common,
+            "--trainer.max_epochs=50",
+            "--trainer.callbacks+=slow_marker.SlowMarker",
+            f"--trainer.callbacks.init_args.marker={marker}",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     deadline = time.time() + 240
     while not marker.exists():
@@ -137,9 +167,19 @@ def _python_diverging(root, callbacks=()):
     torch.manual_seed(0)
     dm = DigitsLTDataModule(batch_size=64, train_views=["digits"])
     model = Diverging(10, backbone="tiny")
-    trainer = pl.Trainer(max_epochs=3, limit_train_batches=3, limit_val_batches=0, accelerator="cpu", logger=False,
-                         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
-                         default_root_dir=str(root), callbacks=list(callbacks), num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        max_epochs=3,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=str(root),
+        callbacks=list(callbacks),
+        num_sanity_val_steps=0,
+    )
     return trainer, model, dm
 
 

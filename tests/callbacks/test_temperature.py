@@ -39,9 +39,17 @@ class Spy(pl.Callback):
 
 
 def _fit(model, tmp_path, epochs, callbacks, ckpt_path=None):
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=epochs, limit_train_batches=3, limit_val_batches=0,
-                         logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=tmp_path, callbacks=callbacks)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=callbacks,
+    )
     trainer.fit(model, DigitsLTDataModule(batch_size=16), ckpt_path=ckpt_path)
     return trainer
 

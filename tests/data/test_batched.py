@@ -21,12 +21,7 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
 from ltcl_lightning.data import batched as B
-from ltcl_lightning.data.augment import (
-    AutoAugmentCutout,
-    CropFlip,
-    SimCLRAugment,
-    torchvision_op_value,
-)
+from ltcl_lightning.data.augment import AutoAugmentCutout, CropFlip, SimCLRAugment, torchvision_op_value
 from ltcl_lightning.data.base import augmentation_seed
 
 
@@ -55,12 +50,15 @@ def _ref(fn, *params) -> torch.Tensor:
 FACTORS = torch.tensor([0.0, 0.3, 0.7, 1.0, 1.3, 1.6, 1.9, 0.9])
 
 
-@pytest.mark.parametrize("name,batched,pil", [
-    ("brightness", B.brightness, lambda p, f: E.Brightness(p).enhance(f)),
-    ("contrast", B.contrast, lambda p, f: E.Contrast(p).enhance(f)),
-    ("saturation", B.saturation, lambda p, f: E.Color(p).enhance(f)),
-    ("sharpness", B.sharpness, lambda p, f: E.Sharpness(p).enhance(f)),
-])
+@pytest.mark.parametrize(
+    "name,batched,pil",
+    [
+        ("brightness", B.brightness, lambda p, f: E.Brightness(p).enhance(f)),
+        ("contrast", B.contrast, lambda p, f: E.Contrast(p).enhance(f)),
+        ("saturation", B.saturation, lambda p, f: E.Color(p).enhance(f)),
+        ("sharpness", B.sharpness, lambda p, f: E.Sharpness(p).enhance(f)),
+    ],
+)
 def test_enhance_ops_bit_exact(name, batched, pil):
     assert torch.equal(batched(X, FACTORS), _ref(pil, FACTORS)), name
 
@@ -70,12 +68,15 @@ def test_hue_bit_exact_with_torchvision_pil_kernel():
     assert torch.equal(B.hue(X, h), _ref(lambda p, f: F.adjust_hue(p, f), h))
 
 
-@pytest.mark.parametrize("name,batched,pil", [
-    ("grayscale", B.grayscale, lambda p: p.convert("L").convert("RGB")),
-    ("autocontrast", B.autocontrast, O.autocontrast),
-    ("equalize", B.equalize, O.equalize),
-    ("invert", B.invert, O.invert),
-])
+@pytest.mark.parametrize(
+    "name,batched,pil",
+    [
+        ("grayscale", B.grayscale, lambda p: p.convert("L").convert("RGB")),
+        ("autocontrast", B.autocontrast, O.autocontrast),
+        ("equalize", B.equalize, O.equalize),
+        ("invert", B.invert, O.invert),
+    ],
+)
 def test_point_ops_bit_exact(name, batched, pil):
     assert torch.equal(batched(X), _ref(pil)), name
 
@@ -96,10 +97,12 @@ def test_resized_crop_within_one_level_of_pil(interpolation, out):
     w = torch.tensor([32, 25, 12, 20, 28, 18, 30, 5])
     got = B.resized_crop(X, top, left, h, w, out, interpolation)
     mode = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR}[interpolation]
-    ref = torch.stack([
-        _t(F.resized_crop(p, int(top[i]), int(left[i]), int(h[i]), int(w[i]), [out, out], interpolation=mode, antialias=True))
-        for i, p in enumerate(PILS)
-    ])
+    ref = torch.stack(
+        [
+            _t(F.resized_crop(p, int(top[i]), int(left[i]), int(h[i]), int(w[i]), [out, out], interpolation=mode, antialias=True))
+            for i, p in enumerate(PILS)
+        ]
+    )
     diff = (got - ref).abs()
     assert diff.max() <= 1 and (diff > 0).float().mean() <= 0.10
 
@@ -114,10 +117,26 @@ def test_padded_crop_and_flip_exact():
     assert torch.equal(got.flip(-1)[0], _t(F.horizontal_flip(F.crop(F.pad(PILS[0], [4]), 0, 8, 32, 32))))
 
 
-_AA_CASES = [("ShearX", 0.3), ("ShearX", -0.17), ("ShearY", 0.23), ("TranslateX", 14.5), ("TranslateX", -9.0),
-             ("TranslateY", 6.0), ("Rotate", 30.0), ("Rotate", -13.3), ("Brightness", 0.5), ("Color", -0.7),
-             ("Contrast", 0.9), ("Sharpness", -0.4), ("Posterize", 5.0), ("Solarize", 0.45),
-             ("AutoContrast", 0.0), ("Equalize", 0.0), ("Invert", 0.0), ("Identity", 0.0)]
+_AA_CASES = [
+    ("ShearX", 0.3),
+    ("ShearX", -0.17),
+    ("ShearY", 0.23),
+    ("TranslateX", 14.5),
+    ("TranslateX", -9.0),
+    ("TranslateY", 6.0),
+    ("Rotate", 30.0),
+    ("Rotate", -13.3),
+    ("Brightness", 0.5),
+    ("Color", -0.7),
+    ("Contrast", 0.9),
+    ("Sharpness", -0.4),
+    ("Posterize", 5.0),
+    ("Solarize", 0.45),
+    ("AutoContrast", 0.0),
+    ("Equalize", 0.0),
+    ("Invert", 0.0),
+    ("Identity", 0.0),
+]
 
 
 @pytest.mark.parametrize("name,magnitude", _AA_CASES)

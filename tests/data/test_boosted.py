@@ -41,7 +41,9 @@ class Recorder:
             def op(img, v, sign, r):
                 self.calls.append((self.item, self.view, name, v))
                 return img
+
             return op
+
         return [(name, make(name), lo, hi) for name, _, lo, hi in RANDAUG_OPS]
 
 
@@ -73,9 +75,17 @@ def test_op_table_matches_the_official_ranges():
     assert len(RANDAUG_OPS) == 15 and "Identity" not in table and "SamplePairing" not in table
     # spec table: value at m = 10 -> 30
     expect = {
-        "ShearX": (0.2, 0.6), "ShearY": (0.2, 0.6), "TranslateX": (0.22, 0.66), "TranslateY": (0.22, 0.66),
-        "Rotate": (20.0, 60.0), "Solarize": (110 / 3, 110.0), "Posterize": (4 + 4 / 3, 8.0),
-        "Contrast": (0.7, 1.9), "Color": (0.7, 1.9), "Brightness": (0.7, 1.9), "Sharpness": (0.7, 1.9),
+        "ShearX": (0.2, 0.6),
+        "ShearY": (0.2, 0.6),
+        "TranslateX": (0.22, 0.66),
+        "TranslateY": (0.22, 0.66),
+        "Rotate": (20.0, 60.0),
+        "Solarize": (110 / 3, 110.0),
+        "Posterize": (4 + 4 / 3, 8.0),
+        "Contrast": (0.7, 1.9),
+        "Color": (0.7, 1.9),
+        "Brightness": (0.7, 1.9),
+        "Sharpness": (0.7, 1.9),
         "Cutout": (0.4 / 3, 0.4),
     }
     for name, (v10, v30) in expect.items():
@@ -228,8 +238,7 @@ def test_set_sample_weights_validates():
 
 def test_boosted_datamodule_on_cifar100(cifar100_dir, splits_dir):
     dm = BoostedCIFAR100LTDataModule(
-        data_dir=str(cifar100_dir), split_file=str(splits_dir / "cifar100" / "split1_D_i.npy"), rand_k=2,
-        batch_size=4, num_workers=0,
+        data_dir=str(cifar100_dir), split_file=str(splits_dir / "cifar100" / "split1_D_i.npy"), rand_k=2, batch_size=4, num_workers=0
     )
     dm.setup("fit")
     train = dm.datasets["train"]
@@ -284,10 +293,12 @@ def test_each_batched_op_equals_the_pil_op(k):
     rx = torch.tensor([0.1, 0.5, 0.93, 0.0, 0.31, 0.77], dtype=torch.float64)
     ry = torch.tensor([0.6, 0.05, 0.42, 0.99, 0.5, 0.2], dtype=torch.float64)
     got = boosted_op(x, torch.full((6,), k), v, sign, rx, ry, {})
-    ref = torch.stack([
-        torch.from_numpy(np.array(op(img, float(v[i]), float(sign[i]), (float(rx[i]), float(ry[i]))))).permute(2, 0, 1).float()
-        for i, img in enumerate(imgs)
-    ])
+    ref = torch.stack(
+        [
+            torch.from_numpy(np.array(op(img, float(v[i]), float(sign[i]), (float(rx[i]), float(ry[i]))))).permute(2, 0, 1).float()
+            for i, img in enumerate(imgs)
+        ]
+    )
     assert torch.equal(got, ref), name
 
 
@@ -340,8 +351,9 @@ def test_device_resident_boosted_datamodule_uses_published_weights(cifar10_dir, 
     from ltcl_lightning.data.boosted import BoostedCIFAR10LTDataModule
 
     split = str(splits_dir / "cifar10" / "split1_D_i.npy")
-    dm = BoostedCIFAR10LTDataModule(data_dir=str(cifar10_dir), split_file=split, batch_size=16, num_workers=0,
-                                    device_resident=True, rand_k=1)
+    dm = BoostedCIFAR10LTDataModule(
+        data_dir=str(cifar10_dir), split_file=split, batch_size=16, num_workers=0, device_resident=True, rand_k=1
+    )
     dm.setup("fit")
     n = len(dm.datasets["train"])
     dm.set_sample_weights(torch.linspace(0, 1, n))

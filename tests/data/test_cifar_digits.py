@@ -26,8 +26,11 @@ def test_cifar10_lt_if50(cifar10_dir):
 
 def test_split_file_and_batch_contract(cifar100_dir, splits_dir):
     dm = CIFAR100LTDataModule(
-        str(cifar100_dir), split_file=str(splits_dir / "cifar100" / "split2_D_i.npy"),
-        val_split_file=str(splits_dir / "cifar100" / "valIdxList.npy"), batch_size=16, num_workers=0,
+        str(cifar100_dir),
+        split_file=str(splits_dir / "cifar100" / "split2_D_i.npy"),
+        val_split_file=str(splits_dir / "cifar100" / "valIdxList.npy"),
+        batch_size=16,
+        num_workers=0,
         train_views=["simclr", "crop_flip", "eval"],
     )
     assert sum(dm.class_counts) == 9754 and max(dm.class_counts) == 450 and min(dm.class_counts) == 4

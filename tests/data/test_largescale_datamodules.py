@@ -21,11 +21,18 @@ from ltcl_lightning.data.transforms import IMAGENET_MEAN, INAT_MEAN, INAT_STD
 
 def _fit_one_step(tmp_path, data_class: str, data_args: dict, model: str = "ltcl_lightning.methods.simclr.SimCLR"):
     args = [
-        "fit", f"--model={model}", "--model.init_args.backbone=tiny",
-        f"--data={data_class}", "--data.init_args.batch_size=4", "--data.init_args.num_workers=0",
+        "fit",
+        f"--model={model}",
+        "--model.init_args.backbone=tiny",
+        f"--data={data_class}",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.num_workers=0",
         "--data.init_args.image_size=32",
-        "--trainer.fast_dev_run=true", "--trainer.accelerator=cpu", "--trainer.devices=1",
-        f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false",
+        "--trainer.fast_dev_run=true",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false",
     ]
     args += [f"--data.init_args.{k}={v}" for k, v in data_args.items()]
     return cli_main(args)
@@ -33,8 +40,11 @@ def _fit_one_step(tmp_path, data_class: str, data_args: dict, model: str = "ltcl
 
 def test_imagenet_lt_fit_one_step(imagenet_lt_folder, tmp_path):
     f = imagenet_lt_folder
-    cli = _fit_one_step(tmp_path, "ltcl_lightning.data.imagenet.ImageNetLTDataModule", {
-        k: f[k] for k in ("data_dir", "train_list", "val_list", "test_list", "num_classes")})
+    cli = _fit_one_step(
+        tmp_path,
+        "ltcl_lightning.data.imagenet.ImageNetLTDataModule",
+        {k: f[k] for k in ("data_dir", "train_list", "val_list", "test_list", "num_classes")},
+    )
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
     assert cli.model.class_counts.tolist() == list(IMAGENET_LT_TRAIN_COUNTS)
     dm = cli.datamodule
@@ -44,11 +54,17 @@ def test_imagenet_lt_fit_one_step(imagenet_lt_folder, tmp_path):
 
 def test_imagenet100_lt_fit_one_step_with_sampler(imagenet100_lt_folder, tmp_path):
     f = imagenet100_lt_folder
-    cli = _fit_one_step(tmp_path, "ltcl_lightning.data.imagenet.ImageNet100LTDataModule", {
-        **{k: f[k] for k in ("data_dir", "train_list", "test_list", "num_classes")},
-        "fewshot_list": f["fewshot_list"], "sampler": "class_balanced",
-        "train_views": "[randaugment, simclr_blur, simclr]"},
-        model="ltcl_lightning.methods.balanced_cl.BalancedCL")  # three views (SimCLR refuses a third)
+    cli = _fit_one_step(
+        tmp_path,
+        "ltcl_lightning.data.imagenet.ImageNet100LTDataModule",
+        {
+            **{k: f[k] for k in ("data_dir", "train_list", "test_list", "num_classes")},
+            "fewshot_list": f["fewshot_list"],
+            "sampler": "class_balanced",
+            "train_views": "[randaugment, simclr_blur, simclr]",
+        },
+        model="ltcl_lightning.methods.balanced_cl.BalancedCL",
+    )  # three views (SimCLR refuses a third)
     assert cli.trainer.global_step == 1
     dm = cli.datamodule
     assert isinstance(cli.trainer.train_dataloader.sampler, ClassAwareSampler)
@@ -62,19 +78,24 @@ def test_imagenet100_lt_fit_one_step_with_sampler(imagenet100_lt_folder, tmp_pat
 
 def test_imagenet100_balanced_train_list(imagenet100_lt_folder):
     f = imagenet100_lt_folder
-    dm = ImageNet100LTDataModule(data_dir=f["data_dir"], train_list=f["balanced_train_list"],
-                                 test_list=f["test_list"], num_classes=f["num_classes"], image_size=32)
+    dm = ImageNet100LTDataModule(
+        data_dir=f["data_dir"], train_list=f["balanced_train_list"], test_list=f["test_list"], num_classes=f["num_classes"], image_size=32
+    )
     assert dm.class_counts == [5] * f["num_classes"]
-    dm = ImageNet100LTDataModule(data_dir=f["data_dir"], train_list=f["train_list"],
-                                 test_list=f["test_list"], num_classes=f["num_classes"], image_size=32)
+    dm = ImageNet100LTDataModule(
+        data_dir=f["data_dir"], train_list=f["train_list"], test_list=f["test_list"], num_classes=f["num_classes"], image_size=32
+    )
     assert dm.class_counts == list(IMAGENET100_LT_TRAIN_COUNTS)
 
 
 def test_inat_fit_one_step_from_json(inat_folder, tmp_path):
     f = inat_folder
-    cli = _fit_one_step(tmp_path, "ltcl_lightning.data.inaturalist.INaturalist2018DataModule", {
-        k: f[k] for k in ("data_dir", "train_json", "val_json", "num_classes")},
-        model="ltcl_lightning.methods.ce.CrossEntropy")
+    cli = _fit_one_step(
+        tmp_path,
+        "ltcl_lightning.data.inaturalist.INaturalist2018DataModule",
+        {k: f[k] for k in ("data_dir", "train_json", "val_json", "num_classes")},
+        model="ltcl_lightning.methods.ce.CrossEntropy",
+    )
     assert cli.trainer.global_step == 1
     assert cli.model.class_counts.tolist() == list(INAT_TRAIN_COUNTS)
     assert cli.datamodule.class_names == [f"Species {c}" for c in range(f["num_classes"])]
@@ -87,8 +108,9 @@ def test_inat_txt_and_json_agree(inat_folder):
     js = INaturalist2018DataModule(train_json=f["train_json"], val_json=f["val_json"], **kw)
     assert txt.class_counts == js.class_counts == list(INAT_TRAIN_COUNTS)
     for a, b in ((txt.train_file, js.train_file), (txt.val_file, js.val_file)):
-        assert sorted(zip((a.path(i) for i in range(len(a))), a.labels.tolist())) == \
-            sorted(zip((b.path(i) for i in range(len(b))), b.labels.tolist()))
+        assert sorted(zip((a.path(i) for i in range(len(a))), a.labels.tolist())) == sorted(
+            zip((b.path(i) for i in range(len(b))), b.labels.tolist())
+        )
     assert txt.class_names[1] == "Insecta/1"  # <supercategory>/<id> without the JSON names
     txt.setup("validate")
     index, views, target = next(iter(txt.val_dataloader()))
@@ -125,8 +147,9 @@ def test_eval_view_resize_centercrop(inat_folder):
     assert list(ops[-1].mean) == list(IMAGENET_MEAN)
     assert resize_for(224) == 256 and resize_for(32) == 37
     f = inat_folder
-    dm = INaturalist2018DataModule(data_dir=f["data_dir"], train_list=f["train_list"], val_list=f["val_list"],
-                                   num_classes=f["num_classes"], image_size=32)
+    dm = INaturalist2018DataModule(
+        data_dir=f["data_dir"], train_list=f["train_list"], val_list=f["val_list"], num_classes=f["num_classes"], image_size=32
+    )
     ops = _ops(dm.eval_transform())
     assert ops[0].size == [37] and ops[1].size == (32, 32)
     assert list(ops[-1].mean) == list(INAT_MEAN) and list(ops[-1].std) == list(INAT_STD)
@@ -143,8 +166,15 @@ def test_eval_view_resize_centercrop(inat_folder):
 
 def test_default_sampler_is_rank_aware_instance(imagenet_lt_folder):
     f = imagenet_lt_folder
-    dm = ImageNetLTDataModule(data_dir=f["data_dir"], train_list=f["train_list"], test_list=f["test_list"],
-                              num_classes=f["num_classes"], image_size=32, num_workers=0, batch_size=100)
+    dm = ImageNetLTDataModule(
+        data_dir=f["data_dir"],
+        train_list=f["train_list"],
+        test_list=f["test_list"],
+        num_classes=f["num_classes"],
+        image_size=32,
+        num_workers=0,
+        batch_size=100,
+    )
     dm.setup("fit")
     loader = dm.train_dataloader()
     assert isinstance(loader.sampler, InstanceSampler)
@@ -159,8 +189,7 @@ def _zipf_counts(num_classes: int, n_max: int, n_min: int, alpha: float) -> np.n
 
 
 @pytest.mark.parametrize(
-    "cls,num_classes,n_max,n_min,alpha",
-    [(ImageNetLTDataModule, 1000, 1280, 5, 0.9), (INaturalist2018DataModule, 8142, 1000, 2, 1.0)],
+    "cls,num_classes,n_max,n_min,alpha", [(ImageNetLTDataModule, 1000, 1280, 5, 0.9), (INaturalist2018DataModule, 8142, 1000, 2, 1.0)]
 )
 def test_generated_train_list_histogram(tmp_path, cls, num_classes, n_max, n_min, alpha):
     """A shuffled list with the published extremes (ImageNet-LT 1000 classes, 1280..5; iNat 8142,

@@ -99,8 +99,7 @@ def test_missing_and_unreadable_list(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "bad_line",
-    ["train/a.jpg", "train/a.jpg x7", "train/a.jpg 3.0", "train/a.jpg 1e3", " 5", "train/a.jpg -", "a.jpg 99999999999999999999"],
+    "bad_line", ["train/a.jpg", "train/a.jpg x7", "train/a.jpg 3.0", "train/a.jpg 1e3", " 5", "train/a.jpg -", "a.jpg 99999999999999999999"]
 )
 def test_malformed_line_names_line_and_content(tmp_path, bad_line):
     p = tmp_path / "l.txt"
@@ -152,8 +151,7 @@ def test_missing_images_verify_at_setup(imagenet_lt_folder, tmp_path):
     bad = tmp_path / "train.txt"
     bad.write_text("\n".join(lines) + "\n")
     dm = ImageNetLTDataModule(
-        data_dir=f["data_dir"], train_list=str(bad), test_list=f["test_list"], num_classes=f["num_classes"],
-        image_size=32, verify=True,
+        data_dir=f["data_dir"], train_list=str(bad), test_list=f["test_list"], num_classes=f["num_classes"], image_size=32, verify=True
     )
     with pytest.raises(FileNotFoundError) as err:
         dm.setup("fit")
@@ -169,8 +167,7 @@ def test_missing_image_at_first_access(imagenet_lt_folder, tmp_path):
     bad = tmp_path / "test.txt"
     bad.write_text("\n".join(lines) + "\n")
     dm = ImageNetLTDataModule(
-        data_dir=f["data_dir"], train_list=f["train_list"], test_list=str(bad), num_classes=f["num_classes"],
-        image_size=32, verify=False,
+        data_dir=f["data_dir"], train_list=f["train_list"], test_list=str(bad), num_classes=f["num_classes"], image_size=32, verify=False
     )
     dm.setup("test")  # no check at set-up without verify
     ds = dm.datasets["test"]

@@ -49,10 +49,14 @@ def test_cpu_decode_and_crop_match_pil(tmp_path):
         assert im.shape == ref.shape and (im.int() - ref.int()).abs().max() <= 1
     boxes = [(3, 5, 30, 40), (0, 0, 64, 48), (10, 2, 12, 20)]
     got = crop_each(images, boxes, 24, "bicubic")
-    ref = torch.stack([
-        torch.from_numpy(np.array(F.resized_crop(pil, *box, [24, 24], interpolation=InterpolationMode.BICUBIC, antialias=True))).permute(2, 0, 1)
-        for pil, box in zip(pils, boxes)
-    ]).float()
+    ref = torch.stack(
+        [
+            torch.from_numpy(
+                np.array(F.resized_crop(pil, *box, [24, 24], interpolation=InterpolationMode.BICUBIC, antialias=True))
+            ).permute(2, 0, 1)
+            for pil, box in zip(pils, boxes)
+        ]
+    ).float()
     assert (got - ref).abs().max() <= 2
 
 
@@ -73,11 +77,16 @@ def test_crop_boxes_of_variable_size_images():
         assert (top >= 0).all() and (left >= 0).all() and (top + ch <= h).all() and (left + cw <= w).all()
         area = (ch * cw).double() / (h * w)
         torch.manual_seed(0)
-        ref = torch.tensor([float(np.prod(v2.RandomResizedCrop.get_params(torch.empty(3, h, w), [0.08, 1.0], [3 / 4, 4 / 3])[2:]))
-                            for _ in range(4000)]) / (h * w)
+        ref = torch.tensor(
+            [float(np.prod(v2.RandomResizedCrop.get_params(torch.empty(3, h, w), [0.08, 1.0], [3 / 4, 4 / 3])[2:])) for _ in range(4000)]
+        ) / (h * w)
         assert abs(float(area.mean()) - float(ref.mean())) < 0.02  # the same rejection of boxes that do not fit
-    views = SimCLRAugment().batched_list([torch.zeros(3, 50, 80, dtype=torch.uint8), torch.zeros(3, 30, 20, dtype=torch.uint8)],
-                                         torch.Generator(), torch.Generator().manual_seed(1), 16)
+    views = SimCLRAugment().batched_list(
+        [torch.zeros(3, 50, 80, dtype=torch.uint8), torch.zeros(3, 30, 20, dtype=torch.uint8)],
+        torch.Generator(),
+        torch.Generator().manual_seed(1),
+        16,
+    )
     assert views.shape == (2, 3, 16, 16)
 
 
@@ -96,7 +105,7 @@ def test_device_decode_datamodule_batches(imagenet_lt_folder):
     worker.setup("fit")
     wi, wv, wt = next(iter(worker.val_dataloader()))
     assert torch.equal(vi, wi) and torch.equal(vt, wt)
-    assert (vv[0] - wv[0][0:len(vi)]).abs().max() < 0.05  # same eval view, PIL vs torchvision decode
+    assert (vv[0] - wv[0][0 : len(vi)]).abs().max() < 0.05  # same eval view, PIL vs torchvision decode
 
 
 @pytest.mark.gpu

@@ -26,9 +26,17 @@ class IndexLog(pl.Callback):
 
 def _trainer(root, callbacks, **kw) -> pl.Trainer:
     return pl.Trainer(
-        max_epochs=2, accelerator="cpu", devices=1, default_root_dir=str(root), limit_val_batches=0,
-        enable_progress_bar=False, enable_model_summary=False, logger=False, callbacks=list(callbacks),
-        num_sanity_val_steps=0, **kw,
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=str(root),
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        callbacks=list(callbacks),
+        num_sanity_val_steps=0,
+        **kw,
     )
 
 
@@ -36,9 +44,16 @@ def _digits(sampler: str, num_workers: int, device_resident: bool):
     from ltcl_lightning.data.digits import DigitsLTDataModule
 
     # deterministic views: the runs can then be compared bit for bit (the loader order is the point)
-    return DigitsLTDataModule(test_per_class=120, batch_size=32, num_workers=num_workers, train_views=["eval"] * 3, sampler=sampler,
-                              device_resident=device_resident, pin_memory=False,
-                              persistent_workers=num_workers > 0)
+    return DigitsLTDataModule(
+        test_per_class=120,
+        batch_size=32,
+        num_workers=num_workers,
+        train_views=["eval"] * 3,
+        sampler=sampler,
+        device_resident=device_resident,
+        pin_memory=False,
+        persistent_workers=num_workers > 0,
+    )
 
 
 def _proco():
@@ -47,16 +62,18 @@ def _proco():
     return ProCo(10, backbone="tiny", proj_dim=8, proj_hidden_dim=16)
 
 
-@pytest.mark.parametrize("sampler, num_workers, device_resident, stop", [
-    ("instance", 0, False, 10),       # 217 images, 7 steps per epoch: stop in epoch 1
-    ("class_balanced", 1, False, 3),  # a worker process, stop in epoch 0
-    ("sqrt", 0, True, 5),             # device-resident loader
-])
+@pytest.mark.parametrize(
+    "sampler, num_workers, device_resident, stop",
+    [
+        ("instance", 0, False, 10),  # 217 images, 7 steps per epoch: stop in epoch 1
+        ("class_balanced", 1, False, 3),  # a worker process, stop in epoch 0
+        ("sqrt", 0, True, 5),  # device-resident loader
+    ],
+)
 def test_mid_epoch_resume_sees_exactly_the_remaining_images(tmp_path, sampler, num_workers, device_resident, stop):
     torch.manual_seed(0)
     full_log = IndexLog()
-    ck = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=stop, save_top_k=-1, filename="{step}",
-                         save_on_train_epoch_end=False)
+    ck = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=stop, save_top_k=-1, filename="{step}", save_on_train_epoch_end=False)
     full = _proco()
     _trainer(tmp_path / "full", [full_log, ck]).fit(full, datamodule=_digits(sampler, num_workers, device_resident))
     assert len(full_log.steps) == 14
@@ -64,7 +81,8 @@ def test_mid_epoch_resume_sees_exactly_the_remaining_images(tmp_path, sampler, n
     resumed_log = IndexLog()
     resumed = _proco()
     _trainer(tmp_path / "resumed", [resumed_log]).fit(
-        resumed, datamodule=_digits(sampler, num_workers, device_resident), ckpt_path=str(tmp_path / "ck" / f"step={stop}.ckpt"))
+        resumed, datamodule=_digits(sampler, num_workers, device_resident), ckpt_path=str(tmp_path / "ck" / f"step={stop}.ckpt")
+    )
     assert resumed_log.steps == full_log.steps[stop:]
     for k, v in full.estimator.state_dict().items():
         assert torch.equal(resumed.estimator.state_dict()[k], v), k
@@ -93,15 +111,13 @@ def test_boosted_cl_mid_epoch_resume_updates_each_sample_once(cifar10_dir, small
     from ltcl_lightning.methods.boosted_cl import BoostedCL
 
     def dm():
-        return BoostedCIFAR10LTDataModule(data_dir=str(cifar10_dir), split_file=small_split, batch_size=16,
-                                          num_workers=0, rand_k=1)
+        return BoostedCIFAR10LTDataModule(data_dir=str(cifar10_dir), split_file=small_split, batch_size=16, num_workers=0, rand_k=1)
 
     def model():
         return BoostedCL(num_classes=10, backbone="tiny", class_counts=COUNTS, proj_hidden_dim=32, proj_dim=16)
 
     full_log = IndexLog()
-    ck = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=4, save_top_k=-1, filename="{step}",
-                         save_on_train_epoch_end=False)
+    ck = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=4, save_top_k=-1, filename="{step}", save_on_train_epoch_end=False)
     full = model()
     _trainer(tmp_path / "full", [full_log, ck]).fit(full, dm())
     log = IndexLog()
@@ -114,10 +130,13 @@ def test_boosted_cl_mid_epoch_resume_updates_each_sample_once(cifar10_dir, small
 
 
 # ----- the sampler state ----------------------------------------------------------------------------
-@pytest.mark.parametrize("make", [
-    lambda world, rank: InstanceSampler(23, num_replicas=world, rank=rank, seed=3),
-    lambda world, rank: ClassAwareSampler([0] * 15 + [1] * 6 + [2] * 2, 0.0, num_replicas=world, rank=rank, seed=3),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda world, rank: InstanceSampler(23, num_replicas=world, rank=rank, seed=3),
+        lambda world, rank: ClassAwareSampler([0] * 15 + [1] * 6 + [2] * 2, 0.0, num_replicas=world, rank=rank, seed=3),
+    ],
+)
 def test_sampler_skips_the_consumed_prefix_once(make):
     for rank in range(2):
         s = make(2, rank)
@@ -144,11 +163,9 @@ def test_sampler_state_of_a_finished_epoch_starts_the_next():
     assert list(t) == list(s)
 
 
-@pytest.mark.parametrize("change, match", [
-    (dict(num_replicas=1, rank=0), "2 processes"),
-    (dict(seed=4), "seed"),
-    (dict(num_samples=24), "24"),
-])
+@pytest.mark.parametrize(
+    "change, match", [(dict(num_replicas=1, rank=0), "2 processes"), (dict(seed=4), "seed"), (dict(num_samples=24), "24")]
+)
 def test_mid_epoch_state_of_another_setup_is_refused(change, match):
     s = InstanceSampler(23, num_replicas=2, rank=0, seed=3)
     state = s.state_dict(consumed=4)

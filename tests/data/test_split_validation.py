@@ -36,8 +36,12 @@ def test_cifar100_split_is_refused_by_cifar10(cifar10_dir, splits_dir):
 
 
 def test_cifar10_split_is_refused_by_cifar100_also_as_validation_split(cifar100_dir, splits_dir):
-    dm = CIFAR100LTDataModule(data_dir=str(cifar100_dir), split_file=str(splits_dir / "cifar100/split1_D_i.npy"),
-                              val_split_file=str(splits_dir / "cifar10/valIdxList.npy"), num_workers=0)
+    dm = CIFAR100LTDataModule(
+        data_dir=str(cifar100_dir),
+        split_file=str(splits_dir / "cifar100/split1_D_i.npy"),
+        val_split_file=str(splits_dir / "cifar10/valIdxList.npy"),
+        num_workers=0,
+    )
     assert sum(dm.class_counts) == 9754
     with pytest.raises(ValueError, match="does not look like a CIFAR-100 subset"):
         dm.setup("fit")

@@ -17,8 +17,6 @@ pytestmark = pytest.mark.ddp
 NUM_CLASSES = 4
 
 
-
-
 def _data(sizes):
     g = torch.Generator().manual_seed(0)
     n = sum(sizes)

@@ -14,8 +14,6 @@ from ltcl_lightning.losses.contrastive import nt_xent_loss, supcon_loss
 pytestmark = pytest.mark.ddp
 
 
-
-
 def _data(sizes):
     g = torch.Generator().manual_seed(0)
     n = sum(sizes)

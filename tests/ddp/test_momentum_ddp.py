@@ -24,8 +24,6 @@ pytestmark = pytest.mark.ddp
 N, EPOCHS, BATCH, BETA = 13, 3, 3, 0.97
 
 
-
-
 def _loss(index: torch.Tensor, epoch: int) -> torch.Tensor:
     """A per-sample loss that depends on the sample and the epoch (padding copies carry the same)."""
     return (torch.sin(index.double() * 0.7 + epoch) + 1.5 + 0.1 * epoch).float()

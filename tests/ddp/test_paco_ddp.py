@@ -35,8 +35,7 @@ def _data(sizes):
 def _loss(x1, x2, w, wc, labels, queue, qlabels, log_prior, anchors, reduction="mean"):
     q, k = F.normalize(x1 @ w, dim=1), F.normalize(x2 @ w, dim=1)
     centre = x1 @ wc if anchors == "query" else torch.cat([x1, x2]) @ wc
-    return paco_loss(q, k, labels, centre, queue, qlabels, 0.2, 0.3, 1.0, 1.0, log_prior=log_prior, anchors=anchors,
-                     reduction=reduction)
+    return paco_loss(q, k, labels, centre, queue, qlabels, 0.2, 0.3, 1.0, 1.0, log_prior=log_prior, anchors=anchors, reduction=reduction)
 
 
 def _worker(rank, world, port, sizes, out_dir):
@@ -65,7 +64,7 @@ def test_gathered_paco_equals_single_process(tmp_path, sizes):
     for i, anchors in enumerate(("query", "both")):
         wr, wcr = w.clone().requires_grad_(), wc.clone().requires_grad_()
         per = _loss(x1, x2, wr, wcr, labels, queue, qlabels, log_prior, anchors, "none")
-        objective = (per[: sizes[0]].mean() + per[sizes[0]:].mean()) / 2  # DDP: mean of the per-rank means
+        objective = (per[: sizes[0]].mean() + per[sizes[0] :].mean()) / 2  # DDP: mean of the per-rank means
         objective.backward()
         for k in range(2):
             torch.testing.assert_close(r[k][i][2], objective.detach(), rtol=0, atol=1e-12)

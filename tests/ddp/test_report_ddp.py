@@ -27,9 +27,18 @@ def test_ddp_confused_pairs_equal_single_process(tmp_path):
     model = CrossEntropy(10, backbone="tiny", grouping="thirds")
     logger = CSVLogger(tmp_path, name="ddp")
     trainer = pl.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, limit_train_batches=2,
-        logger=logger, callbacks=[LongTailReport(top_confused=100)], enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=1,
+        limit_train_batches=2,
+        logger=logger,
+        callbacks=[LongTailReport(top_confused=100)],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
     )
     trainer.fit(model, _dm())
     trainer.save_checkpoint(tmp_path / "m.ckpt")
@@ -47,7 +56,8 @@ def test_ddp_confused_pairs_equal_single_process(tmp_path):
             targets.append(target)
     preds, targets = torch.cat(preds), torch.cat(targets)
     ref = sorted((t, p, n) for t, p, n, _ in most_confused_pairs(preds, targets, 10, 100))
-    got = sorted((int(r["true_index"]), int(r["pred_index"]), int(r["count"]))
-                 for r in csv.DictReader(open(log_dir / "confused_pairs_val.csv")))
+    got = sorted(
+        (int(r["true_index"]), int(r["pred_index"]), int(r["count"])) for r in csv.DictReader(open(log_dir / "confused_pairs_val.csv"))
+    )
     assert sum(n for *_, n in got) == int((preds != targets).sum())  # all 110 images, not one rank's half
     assert got == ref

@@ -39,9 +39,18 @@ class _Record(pl.Callback):
 def test_device_resident_under_ddp(tmp_path):
     dm = DigitsLTDataModule(batch_size=16, seed=5, device_resident=True)
     trainer = pl.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, limit_train_batches=2,
-        num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[_Record(str(tmp_path))], default_root_dir=str(tmp_path),
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=1,
+        limit_train_batches=2,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[_Record(str(tmp_path))],
+        default_root_dir=str(tmp_path),
     )
     trainer.fit(SimCLR(10, backbone="tiny", proj_hidden_dim=32, proj_dim=16), datamodule=dm)
     recs = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -84,14 +84,31 @@ def test_samplers_and_evaluation_under_ddp(inat_folder, tmp_path):
     disjoint and cover the data, Lightning keeps them unwrapped, evaluation counts each image once."""
     f = inat_folder
     dm = INaturalist2018DataModule(
-        data_dir=f["data_dir"], train_list=f["train_list"], val_list=f["val_list"], num_classes=f["num_classes"],
-        image_size=16, batch_size=4, num_workers=0, sampler="class_balanced", seed=3, pin_memory=False,
+        data_dir=f["data_dir"],
+        train_list=f["train_list"],
+        val_list=f["val_list"],
+        num_classes=f["num_classes"],
+        image_size=16,
+        batch_size=4,
+        num_workers=0,
+        sampler="class_balanced",
+        seed=3,
+        pin_memory=False,
     )
     n_val = 3 * f["num_classes"]  # 21: 2 ranks get 11 each, one image twice
     trainer = pl.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, limit_train_batches=2,
-        num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[_Record(str(tmp_path))], default_root_dir=str(tmp_path),
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=1,
+        limit_train_batches=2,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[_Record(str(tmp_path))],
+        default_root_dir=str(tmp_path),
     )
     trainer.fit(CrossEntropy(num_classes=f["num_classes"], backbone="tiny"), datamodule=dm)
     recs = [json.loads((tmp_path / f"fit{r}.json").read_text()) for r in (0, 1)]

@@ -26,12 +26,18 @@ pytestmark = pytest.mark.ddp
 B = 4  # per rank
 
 
-
-
 def _model(random_prune_ratio=0.0) -> SDCLR:
     torch.manual_seed(0)
-    m = SDCLR(num_classes=3, backbone="tiny", class_counts=[5, 3, 1], prune_ratio=0.6,
-              random_prune_ratio=random_prune_ratio, prune_seed=7, proj_hidden_dim=16, proj_dim=8)
+    m = SDCLR(
+        num_classes=3,
+        backbone="tiny",
+        class_counts=[5, 3, 1],
+        prune_ratio=0.6,
+        random_prune_ratio=random_prune_ratio,
+        prune_seed=7,
+        proj_hidden_dim=16,
+        proj_dim=8,
+    )
     return m.double()
 
 
@@ -184,13 +190,29 @@ def _lightning_run(rank: int, world: int, out_dir: str) -> list:
     """Lightning's DDP on the process group this worker already joined (as under torchrun)."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), NODE_RANK="0")
     torch.manual_seed(0)
-    model = SDCLR(num_classes=3, backbone="tiny", prune_ratio=0.6, random_prune_ratio=0.2,
-                  proj_hidden_dim=16, proj_dim=8, optimizer=partial(torch.optim.SGD, lr=0.5, momentum=0.9))
+    model = SDCLR(
+        num_classes=3,
+        backbone="tiny",
+        prune_ratio=0.6,
+        random_prune_ratio=0.2,
+        proj_hidden_dim=16,
+        proj_dim=8,
+        optimizer=partial(torch.optim.SGD, lr=0.5, momentum=0.9),
+    )
     check = _MaskCheck()
     trainer = pl.Trainer(
-        strategy="ddp", accelerator="cpu", devices=world, max_epochs=2, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[check], default_root_dir=out_dir,
+        strategy="ddp",
+        accelerator="cpu",
+        devices=world,
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[check],
+        default_root_dir=out_dir,
     )
     trainer.fit(model, datamodule=_DM())
     return check.records

@@ -24,15 +24,40 @@ def test_two_nodes_one_process_each_match_one_process(tmp_path):
         env.pop(k, None)
     port = free_port()
     multi = tmp_path / "multi"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d",
-           "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "ltcl", "--local_addr", "127.0.0.1"]
-    procs = [subprocess.Popen([*cmd, "--node_rank", str(r), SCRIPT, str(multi), "2", "16"], env=env, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "2",
+        "--nproc_per_node",
+        "1",
+        "--rdzv_backend",
+        "c10d",
+        "--rdzv_endpoint",
+        f"127.0.0.1:{port}",
+        "--rdzv_id",
+        "ltcl",
+        "--local_addr",
+        "127.0.0.1",
+    ]
+    procs = [
+        subprocess.Popen(
+            [*cmd, "--node_rank", str(r), SCRIPT, str(multi), "2", "16"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in range(2)
+    ]
     outs = [p.communicate(timeout=240)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
     single = tmp_path / "single"
-    proc = subprocess.run([sys.executable, SCRIPT, str(single), "1", "32"], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, str(single), "1", "32"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     ranks = [torch.load(multi / f"rank{r}.pt", weights_only=True) for r in range(2)]
@@ -58,13 +83,35 @@ def test_vmf_counts_leave_out_the_samplers_padding(tmp_path):
     for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK"):
         env.pop(k, None)
     port = free_port()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2", "--rdzv_backend", "c10d",
-           "--rdzv_endpoint", f"127.0.0.1:{port}", SCRIPT, str(tmp_path / "multi"), "2", "16", "19"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--rdzv_backend",
+        "c10d",
+        "--rdzv_endpoint",
+        f"127.0.0.1:{port}",
+        SCRIPT,
+        str(tmp_path / "multi"),
+        "2",
+        "16",
+        "19",
+    ]
     env["LTCL_NODES_AS_DEVICES"] = "1"
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    single = subprocess.run([sys.executable, SCRIPT, str(tmp_path / "single"), "1", "32", "19"], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    single = subprocess.run(
+        [sys.executable, SCRIPT, str(tmp_path / "single"), "1", "32", "19"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     a = torch.load(tmp_path / "multi" / "final.ckpt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "single" / "final.ckpt", weights_only=True)["state_dict"]

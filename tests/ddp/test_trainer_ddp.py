@@ -30,9 +30,16 @@ def test_ddp_fit_counts_each_test_image_once(tmp_path):
     dm = DigitsLTDataModule(test_per_class=31, batch_size=32, eval_batch_size=16)
     model = SimCLR(10, backbone="tiny", proj_hidden_dim=32, proj_dim=16)
     trainer = pl.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, limit_train_batches=2,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        callbacks=[_Record(str(tmp_path / "val"))], default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=1,
+        limit_train_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[_Record(str(tmp_path / "val"))],
+        default_root_dir=tmp_path,
     )
     trainer.fit(model, dm)
     r0 = json.loads((tmp_path / "val.rank0").read_text())

@@ -19,8 +19,6 @@ pytestmark = pytest.mark.ddp
 C, P, B, STEPS = 7, 16, 5, 4  # B per rank; an epoch boundary after step 2
 
 
-
-
 def _global_batch(step, world):
     g = torch.Generator().manual_seed(100 + step)
     z2 = F.normalize(torch.randn(world * B, P, generator=g), dim=1)

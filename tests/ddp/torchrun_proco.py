@@ -22,9 +22,20 @@ for module in list(model.modules()):
 dm = DigitsLTDataModule(batch_size=batch, train_views=["eval"] * 3)
 # 2 processes on one node (LTCL_NODES_AS_DEVICES=1) or one process on each of `nodes` nodes
 devices, num_nodes = (nodes, 1) if os.environ.get("LTCL_NODES_AS_DEVICES") else (1, nodes)
-trainer = pl.Trainer(max_steps=steps, accelerator="cpu", devices=devices, num_nodes=num_nodes, strategy="ddp" if nodes > 1 else "auto",
-                     limit_val_batches=0, logger=False, enable_progress_bar=False,
-                     enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0, default_root_dir=out)
+trainer = pl.Trainer(
+    max_steps=steps,
+    accelerator="cpu",
+    devices=devices,
+    num_nodes=num_nodes,
+    strategy="ddp" if nodes > 1 else "auto",
+    limit_val_batches=0,
+    logger=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    enable_checkpointing=False,
+    num_sanity_val_steps=0,
+    default_root_dir=out,
+)
 trainer.fit(model, datamodule=dm)
 trainer.save_checkpoint(f"{out}/final.ckpt")
 torch.save({"rank": trainer.global_rank, "estimator": model.estimator.state_dict()}, f"{out}/rank{trainer.global_rank}.pt")

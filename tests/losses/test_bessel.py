@@ -9,13 +9,7 @@ import pytest
 import torch
 from scipy import special
 
-from ltcl_lightning.losses.bessel import (
-    NU_MIN,
-    bessel_iv_ratio,
-    bessel_iv_ratio_scaled,
-    log_bessel_iv,
-    log_iv_scaled,
-)
+from ltcl_lightning.losses.bessel import NU_MIN, bessel_iv_ratio, bessel_iv_ratio_scaled, log_bessel_iv, log_iv_scaled
 
 # (nu, x, log I_nu(x), I_{nu+1}(x)/I_nu(x)) from mpmath at 40 digits (spec proco.md (b))
 TABLE = [

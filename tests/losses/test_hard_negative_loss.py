@@ -66,13 +66,16 @@ def test_clamp_binds_as_official():
     t, tau_plus = 0.5, 0.5
     ref, per_anchor = official_loop(z1, z2, t, tau_plus, 1.0)
     n = 2 * z1.shape[0] - 2
-    floor_loss = [-math.log(p / (p + n * math.e ** (-1 / t))) for p in
-                  [math.exp(float(a @ b) / t) for a, b in zip(torch.cat([z1, z2]), torch.cat([z2, z1]))]]
+    floor_loss = [
+        -math.log(p / (p + n * math.e ** (-1 / t)))
+        for p in [math.exp(float(a @ b) / t) for a, b in zip(torch.cat([z1, z2]), torch.cat([z2, z1]))]
+    ]
     assert any(abs(x - y) < 1e-12 for x, y in zip(per_anchor, floor_loss)), "the test needs the clamp to bind"
     got = hard_negative_nt_xent_loss(z1, z2, t, tau_plus, 1.0, gather=False)
     assert got.item() == pytest.approx(ref, rel=1e-12)
     assert debiased_nt_xent_loss(z1, z2, t, tau_plus, gather=False).item() == pytest.approx(
-        official_loop(z1, z2, t, tau_plus, 0.0, "dcl")[0], rel=1e-12)
+        official_loop(z1, z2, t, tau_plus, 0.0, "dcl")[0], rel=1e-12
+    )
 
 
 def test_beta_zero_is_official_debiased():

@@ -87,7 +87,8 @@ def test_gradcheck_and_keys_carry_no_gradient():
     tmask = F.one_hot(y, 3).bool()
     qq = q.clone().requires_grad_()
     assert torch.autograd.gradcheck(
-        lambda x: sum(kcl_loss(x, k, y, queue, ql, 0.2, None, targets=targets, target_positive=tmask, target_weight=0.5)), (qq,))
+        lambda x: sum(kcl_loss(x, k, y, queue, ql, 0.2, None, targets=targets, target_positive=tmask, target_weight=0.5)), (qq,)
+    )
     kk = k.clone().requires_grad_()
     assert not kcl_loss(q, kk, y, queue, ql, 0.2, None)[0].requires_grad
 

@@ -14,7 +14,9 @@ from ltcl_lightning.losses.paco import paco_loss
 from ltcl_lightning.losses.queue import queue_supcon_loss
 
 
-def official_paco(features, labels, sup_logits, weight, alpha, beta, gamma, temperature, K, num_classes, smooth=0.0, gpaco=False, eps=1e-12):
+def official_paco(
+    features, labels, sup_logits, weight, alpha, beta, gamma, temperature, K, num_classes, smooth=0.0, gpaco=False, eps=1e-12
+):
     """PaCoLoss.forward of the official code (device handling removed). PaCo: batch_size =
     (n - K) // 2 anchors; GPaCo: n - K anchors. ``eps``: the official 1e-12 inside the log; after
     the max-subtraction (the max is the masked self column, 1/T) the sum can be ~e^-10, so the
@@ -63,8 +65,21 @@ def test_paco_matches_official(alpha, beta, gamma, t):
 @pytest.mark.parametrize("smooth", [0.0, 0.1])
 def test_gpaco_matches_official(smooth):
     q, k, y, sup, queue, ql, prior = data(seed=1)
-    ref = official_paco(torch.cat([q, k, queue]), torch.cat([y, y, ql]), sup, prior[None], 0.045, 1.0, 1.0, 0.2, len(queue), 4,
-                        smooth=smooth, gpaco=True, eps=0.0)
+    ref = official_paco(
+        torch.cat([q, k, queue]),
+        torch.cat([y, y, ql]),
+        sup,
+        prior[None],
+        0.045,
+        1.0,
+        1.0,
+        0.2,
+        len(queue),
+        4,
+        smooth=smooth,
+        gpaco=True,
+        eps=0.0,
+    )
     got = paco_loss(q, k, y, sup, queue, ql, 0.2, 0.045, log_prior=torch.log(prior + 1e-9), smooth=smooth, anchors="both", gather=False)
     assert got.item() == pytest.approx(ref.item(), rel=1e-12)
 
@@ -93,7 +108,8 @@ def test_paco_matches_loop_and_gradcheck():
     kk = k.clone().requires_grad_()
     assert torch.autograd.gradcheck(
         lambda a, b_, s: paco_loss(a, b_, y, s, queue, ql, 0.3, 0.2, 1.0, 1.5, log_prior=lp, anchors="both", gather=False),
-        (qq, kk, torch.cat([ss, ss]).detach().requires_grad_()))
+        (qq, kk, torch.cat([ss, ss]).detach().requires_grad_()),
+    )
 
 
 def test_limits():
@@ -102,7 +118,9 @@ def test_limits():
     lp = torch.log(prior)
     # alpha = 0, gamma = 0: logit-adjusted cross-entropy on the centres (Balanced Softmax)
     ce = F.cross_entropy(sup[:b] + lp, y)
-    assert paco_loss(q, k, y, sup[:b], queue, ql, 0.2, 0.0, 1.0, 0.0, log_prior=lp, gather=False).item() == pytest.approx(ce.item(), rel=1e-12)
+    assert paco_loss(q, k, y, sup[:b], queue, ql, 0.2, 0.0, 1.0, 0.0, log_prior=lp, gather=False).item() == pytest.approx(
+        ce.item(), rel=1e-12
+    )
     # beta = 0 and centres pushed to -inf: SupCon of the queries over [q, k, queue]
     far = torch.full_like(sup[:b], -1e4)
     sc = queue_supcon_loss(q, k, y, queue, ql, 0.2, gather=False)

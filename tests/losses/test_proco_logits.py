@@ -50,8 +50,7 @@ def test_logits_and_loss_match_scipy(p, tau, kappa_range):
     adj = ref + np.log(prior)[None]
     lse = np.log(np.exp(adj - adj.max(1, keepdims=True)).sum(1)) + adj.max(1)
     ref_loss = float(np.mean(lse - adj[np.arange(5), y]))
-    loss = proco_loss(torch.from_numpy(z), torch.from_numpy(y), torch.from_numpy(kappa), torch.from_numpy(mu), tau,
-                      torch.from_numpy(prior))
+    loss = proco_loss(torch.from_numpy(z), torch.from_numpy(y), torch.from_numpy(kappa), torch.from_numpy(mu), tau, torch.from_numpy(prior))
     assert float(loss) == pytest.approx(ref_loss, rel=1e-10, abs=1e-10)
 
 

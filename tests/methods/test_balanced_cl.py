@@ -82,8 +82,15 @@ def test_one_optimiser_step_trains(tmp_path):
     model = BalancedCL(10, backbone="tiny", proj_hidden_dim=16, proj_dim=8)
     before = model.classifier.weight.detach().clone()
     head_before = model.head_fc[0].weight.detach().clone()
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, default_root_dir=tmp_path, fast_dev_run=True)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        fast_dev_run=True,
+    )
     trainer.fit(model, dm)
     assert not torch.equal(model.classifier.weight, before)
     assert not torch.equal(model.head_fc[0].weight, head_before)

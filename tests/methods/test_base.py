@@ -12,13 +12,16 @@ from ltcl_lightning.modules.heads import OnlineLinearProbe
 
 
 def _trainer(tmp_path, **kw):
-    return pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                      default_root_dir=tmp_path, **kw)
+    return pl.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path, **kw
+    )
 
 
 def test_simclr_refuses_a_third_view(tmp_path):
     model = SimCLR(10, backbone="tiny")
-    with pytest.raises(ValueError, match=r"SimCLR trains on 2 views per image, but the datamodule has train_views=\['digits', 'digits', 'digits'\]"):
+    with pytest.raises(
+        ValueError, match=r"SimCLR trains on 2 views per image, but the datamodule has train_views=\['digits', 'digits', 'digits'\]"
+    ):
         _trainer(tmp_path, fast_dev_run=True).fit(model, DigitsLTDataModule(train_views=["digits"] * 3))
     batch = (torch.arange(2), [torch.randn(2, 3, 8, 8)] * 3, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="a training batch has 3 views"):
@@ -57,8 +60,12 @@ def test_best_epoch_record_is_named_and_old_positional_buffer_loads(tmp_path):
     # the layout of ltcl_lightning 0.1.0: a float64 buffer [epoch, acc, mean_class_acc, many, medium, few, group_std]
     old = dict(ckpt)
     b = ckpt["best_val"]
-    old["state_dict"] = {**ckpt["state_dict"], "best_val": torch.tensor(
-        [b["epoch"], b["acc"], b["mean_class_acc"], b["many"], b["medium"], b["few"], b["group_std"]], dtype=torch.float64)}
+    old["state_dict"] = {
+        **ckpt["state_dict"],
+        "best_val": torch.tensor(
+            [b["epoch"], b["acc"], b["mean_class_acc"], b["many"], b["medium"], b["few"], b["group_std"]], dtype=torch.float64
+        ),
+    }
     del old["best_val"]
     torch.save(old, tmp_path / "old.ckpt")
     loaded = CrossEntropy.load_from_checkpoint(tmp_path / "old.ckpt")

@@ -10,8 +10,9 @@ from ltcl_lightning.modules.backbones import build_backbone
 
 
 def _trainer(tmp_path, **kw):
-    return pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, default_root_dir=tmp_path, **kw)
+    return pl.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path, **kw
+    )
 
 
 @pytest.mark.parametrize("cls", [SimCLR, SupCon, CrossEntropy])
@@ -69,8 +70,9 @@ def test_schedule_epochs_follow_the_loader_with_max_steps_only(tmp_path):
     """max_steps without max_epochs: an epoch is still len(loader) steps (585 images / 128 = 5)."""
     from ltcl_lightning.optim.schedules import WarmupCosine
 
-    model = SimCLR(10, backbone="tiny", lr_schedule=WarmupCosine(warmup_epochs=1, min_lr=0.0),
-                   optimizer=lambda p: torch.optim.SGD(p, lr=0.4))
+    model = SimCLR(
+        10, backbone="tiny", lr_schedule=WarmupCosine(warmup_epochs=1, min_lr=0.0), optimizer=lambda p: torch.optim.SGD(p, lr=0.4)
+    )
     trainer = _trainer(tmp_path, max_steps=6, limit_val_batches=0, num_sanity_val_steps=0)
     trainer.fit(model, DigitsLTDataModule(batch_size=128))
     lr = trainer.optimizers[0].param_groups[0]["lr"]
@@ -84,8 +86,14 @@ def test_schedule_epochs_follow_the_loader_with_max_steps_only(tmp_path):
 def test_best_epoch_survives_resume(tmp_path):
     dm = DigitsLTDataModule(batch_size=128)
     model = CrossEntropy(10, backbone="tiny")
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
-                         callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)],
+    )
     trainer.fit(model, dm)
     best = dict(model.last_eval["val_best"])
     resumed = CrossEntropy(10, backbone="tiny")

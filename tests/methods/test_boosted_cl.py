@@ -45,9 +45,17 @@ def _model(**kw) -> BoostedCL:
 
 def _trainer(root, max_epochs, callbacks=(), **kw) -> pl.Trainer:
     return pl.Trainer(
-        max_epochs=max_epochs, accelerator="cpu", devices=1, default_root_dir=str(root), limit_val_batches=0,
-        enable_progress_bar=False, enable_model_summary=False, logger=False, callbacks=list(callbacks),
-        num_sanity_val_steps=0, **kw,
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=str(root),
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        callbacks=list(callbacks),
+        num_sanity_val_steps=0,
+        **kw,
     )
 
 
@@ -217,10 +225,13 @@ def _v010_checkpoint(model, path, weight):
     sd = dict(model.state_dict())
     for new in ("momentum.loss", "momentum.last_epoch", "momentum.weight", "momentum.weight_epoch"):
         sd.pop(new)
-    sd.update(momentum_loss=model.momentum.loss.clone(), momentum_epoch=model.momentum.last_epoch.clone(),
-              sample_weight=weight, sample_target=torch.zeros(40, dtype=torch.long))
-    torch.save({"state_dict": sd, "hyper_parameters": dict(model.hparams),
-                "pytorch-lightning_version": lightning.__version__}, path)
+    sd.update(
+        momentum_loss=model.momentum.loss.clone(),
+        momentum_epoch=model.momentum.last_epoch.clone(),
+        sample_weight=weight,
+        sample_target=torch.zeros(40, dtype=torch.long),
+    )
+    torch.save({"state_dict": sd, "hyper_parameters": dict(model.hparams), "pytorch-lightning_version": lightning.__version__}, path)
     return path
 
 

@@ -26,12 +26,15 @@ def _batch(b=6):
     return torch.arange(b), views, torch.randint(0, 4, (b,), generator=g)
 
 
-@pytest.mark.parametrize("cls,extra", [
-    (HardNegativeSimCLR, {}),
-    (HardNegativeSDCLR, {}),
-    (HardNegativeBoostedCL, {"num_samples": 6}),
-    (HardNegativeBoostedSDCLR, {"num_samples": 6}),
-])
+@pytest.mark.parametrize(
+    "cls,extra",
+    [
+        (HardNegativeSimCLR, {}),
+        (HardNegativeSDCLR, {}),
+        (HardNegativeBoostedCL, {"num_samples": 6}),
+        (HardNegativeBoostedSDCLR, {"num_samples": 6}),
+    ],
+)
 def test_step_loss_is_the_hard_negative_loss_of_the_encodings(cls, extra):
     torch.manual_seed(0)
     model = cls(4, temperature=0.3, tau_plus=0.1, beta=1.5, **SMALL, **extra)

@@ -49,8 +49,7 @@ def test_tsc_step_adds_the_weighted_target_term():
     q = F.normalize(model.projector(h), dim=1)
     k = F.normalize(model.key_encoder(views[1])[-1], dim=1)
     empty = torch.zeros(0, 8), torch.zeros(0, dtype=torch.long)
-    cls, tgt = kcl_loss(q, k, target, *empty, 0.2, 2, torch.zeros(6, 0), model.assigner.targets,
-                        model.assigner.positive_mask(target), 0.3)
+    cls, tgt = kcl_loss(q, k, target, *empty, 0.2, 2, torch.zeros(6, 0), model.assigner.targets, model.assigner.positive_mask(target), 0.3)
     torch.testing.assert_close(out["loss"], cls + tgt, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out["loss_target"], tgt.detach(), rtol=1e-5, atol=1e-6)
     assert out["loss_target"] > 0
@@ -58,8 +57,16 @@ def test_tsc_step_adds_the_weighted_target_term():
 
 def test_stage_two_class_balanced_linear_classifier_on_a_kcl_checkpoint(tmp_path):
     pl.seed_everything(0)
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=0, logger=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     model = KCL(10, backbone="tiny", proj_dim=8, queue_size=64, num_positives=6)
     trainer.fit(model, DigitsLTDataModule(batch_size=16, train_views=["digits", "digits"]))
     ckpt = tmp_path / "kcl.ckpt"
@@ -69,5 +76,12 @@ def test_stage_two_class_balanced_linear_classifier_on_a_kcl_checkpoint(tmp_path
     probe = LinearProbe(10, checkpoint=str(ckpt), method="ltcl_lightning.methods.kcl.KCL")
     torch.testing.assert_close(probe.backbone.state_dict()["net.0.weight"], saved["backbone.net.0.weight"])
     dm = DigitsLTDataModule(batch_size=16, train_views=["eval"], sampler="class_balanced")
-    pl.Trainer(accelerator="cpu", max_steps=1, limit_val_batches=1, logger=False, enable_progress_bar=False,
-               enable_model_summary=False, default_root_dir=tmp_path / "probe").fit(probe, dm)
+    pl.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        limit_val_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path / "probe",
+    ).fit(probe, dm)

@@ -20,8 +20,17 @@ PRETRAIN_COUNTS = [8, 6, 5, 4, 3, 3, 3, 2, 2, 2]  # thirds: Many 0-3, Medium 4-6
 
 
 def _trainer(root, **kw):
-    return pl.Trainer(accelerator="cpu", devices=1, default_root_dir=str(root), logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0, **kw)
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=str(root),
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        **kw,
+    )
 
 
 def _split(tmp_path, labels, counts, name) -> str:
@@ -36,8 +45,9 @@ def pretrained(tmp_path_factory, cifar10_dir, splits_dir) -> str:
     """A BoostedCL checkpoint after one real training step (tiny backbone, CIFAR-10)."""
     tmp = tmp_path_factory.mktemp("pre")
     labels = np.load(splits_dir / "cifar10" / "train_labels.npy")
-    dm = BoostedCIFAR10LTDataModule(data_dir=str(cifar10_dir), split_file=_split(tmp, labels, PRETRAIN_COUNTS, "d.npy"),
-                                    batch_size=20, num_workers=0)
+    dm = BoostedCIFAR10LTDataModule(
+        data_dir=str(cifar10_dir), split_file=_split(tmp, labels, PRETRAIN_COUNTS, "d.npy"), batch_size=20, num_workers=0
+    )
     model = BoostedCL(num_classes=10, backbone="tiny", class_counts=PRETRAIN_COUNTS, proj_hidden_dim=32, proj_dim=16)
     trainer = _trainer(tmp, max_epochs=1, limit_train_batches=1, limit_val_batches=0)
     trainer.fit(model, dm)
@@ -49,8 +59,7 @@ def pretrained(tmp_path_factory, cifar10_dir, splits_dir) -> str:
 def test_backbone_frozen_only_classifier_trains_groups_from_pretraining(pretrained, cifar10_dir, splits_dir, tmp_path):
     labels = np.load(splits_dir / "cifar10" / "train_labels.npy")
     probe_split = _split(tmp_path, labels, [6] * 10, "probe.npy")  # balanced probe set
-    dm = CIFAR10LTDataModule(data_dir=str(cifar10_dir), split_file=probe_split, train_views=["eval"], batch_size=20,
-                             num_workers=0)
+    dm = CIFAR10LTDataModule(data_dir=str(cifar10_dir), split_file=probe_split, train_views=["eval"], batch_size=20, num_workers=0)
     probe = LinearProbe(num_classes=10, checkpoint=pretrained, class_counts=[6] * 10)
     assert probe.class_counts.tolist() == PRETRAIN_COUNTS
     before = {k: v.clone() for k, v in probe.backbone.state_dict().items()}
@@ -100,8 +109,13 @@ def test_loader_serves_simclr_boostedcl_and_sdclr(pretrained, tmp_path):
             with pytest.raises(ValueError, match="method"):
                 load_pretrained(str(path))  # dual-BN keys do not fit a plain backbone
             bb, *_ = load_pretrained(str(path), "ltcl_lightning.methods.sdclr.SDCLR")
-            torch.save({"state_dict": model.state_dict(),
-                        "hyper_parameters": {**model.hparams, "_class_path": "ltcl_lightning.methods.sdclr.SDCLR"}}, path)
+            torch.save(
+                {
+                    "state_dict": model.state_dict(),
+                    "hyper_parameters": {**model.hparams, "_class_path": "ltcl_lightning.methods.sdclr.SDCLR"},
+                },
+                path,
+            )
             bb2, *_ = load_pretrained(str(path))
             assert torch.equal(bb2(x), model.backbone(x))
         else:

@@ -65,8 +65,7 @@ def test_gpaco_step_has_both_views_as_anchors_and_no_key_encoder():
     z = F.normalize(model.projector(h), dim=1)
     prior = torch.tensor([5, 3, 2, 1], dtype=torch.float64) / 11
     empty = torch.zeros(0, 8), torch.zeros(0, dtype=torch.long)
-    expected = paco_loss(z[:6], z[6:], target, model.classifier(h), *empty, 0.2, 0.045,
-                         log_prior=torch.log(prior + 1e-9), anchors="both")
+    expected = paco_loss(z[:6], z[6:], target, model.classifier(h), *empty, 0.2, 0.045, log_prior=torch.log(prior + 1e-9), anchors="both")
     torch.testing.assert_close(out["loss"], expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(model.queue.keys[:6], z[6:].detach(), rtol=1e-5, atol=1e-6)
 
@@ -95,8 +94,17 @@ class Spy(pl.Callback):
 def _fit(tmp_path, callbacks, ckpt_path=None, epochs=2):
     pl.seed_everything(0)
     model = PaCo(10, backbone="tiny", proj_dim=8, queue_size=40, temperature=0.2, alpha=0.05)
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=epochs, limit_train_batches=3, limit_val_batches=0, logger=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path, callbacks=callbacks)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=callbacks,
+    )
     trainer.fit(model, DigitsLTDataModule(batch_size=16, train_views=["digits", "digits"]), ckpt_path=ckpt_path)
     return model
 

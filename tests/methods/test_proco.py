@@ -84,9 +84,17 @@ class _Capture(pl.Callback):
 
 def _trainer(tmp_path, max_steps, callbacks):
     return pl.Trainer(
-        max_steps=max_steps, limit_train_batches=4, limit_val_batches=0, accelerator="cpu", devices=1,
-        logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-        callbacks=callbacks, num_sanity_val_steps=0,
+        max_steps=max_steps,
+        limit_train_batches=4,
+        limit_val_batches=0,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=callbacks,
+        num_sanity_val_steps=0,
     )
 
 
@@ -138,9 +146,17 @@ def test_vmf_callback_is_added_once_swaps_each_epoch_and_logs_kappa_by_group(tmp
     torch.manual_seed(0)
     model = _proco_digits()
     trainer = pl.Trainer(
-        max_epochs=2, limit_train_batches=2, limit_val_batches=0, accelerator="cpu", devices=1, logger=False,
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-        default_root_dir=tmp_path, num_sanity_val_steps=0,
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
     )
     trainer.fit(model, datamodule=_digits())
     assert sum(isinstance(c, VMFEstimation) for c in trainer.callbacks) == 1
@@ -157,9 +173,17 @@ def test_vmf_callback_is_added_once_swaps_each_epoch_and_logs_kappa_by_group(tmp
 
     # listed explicitly, the method does not add a second one
     model2 = _proco_digits()
-    trainer2 = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
-                          enable_checkpointing=False, callbacks=[VMFEstimation()], default_root_dir=tmp_path,
-                          limit_val_batches=0, num_sanity_val_steps=0)
+    trainer2 = pl.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        callbacks=[VMFEstimation()],
+        default_root_dir=tmp_path,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
     trainer2.fit(model2, datamodule=_digits())
     assert sum(isinstance(c, VMFEstimation) for c in trainer2.callbacks) == 1
 

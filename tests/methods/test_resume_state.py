@@ -89,8 +89,15 @@ def _fit(method, cifar10_dir, split, root, callbacks, ckpt_path=None):
     dm.setup("fit")
     dm.datasets["train"].transform = DeterministicViews(3 if method == "proco" else 2)
     trainer = pl.Trainer(
-        max_epochs=EPOCHS, accelerator="cpu", devices=1, default_root_dir=str(root), limit_val_batches=0,
-        enable_progress_bar=False, enable_model_summary=False, logger=False, num_sanity_val_steps=0,
+        max_epochs=EPOCHS,
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=str(root),
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        num_sanity_val_steps=0,
         callbacks=callbacks,
     )
     trainer.fit(model, dm, ckpt_path=ckpt_path)
@@ -108,8 +115,7 @@ def _assert_same(got, want, where):
 def test_state_after_resume_equals_uninterrupted_run(method, cifar10_dir, small_split, tmp_path):
     full = StateInUse(method)
     steps = ModelCheckpoint(dirpath=tmp_path / "st", every_n_train_steps=1, save_top_k=-1, filename="{step}")
-    epochs = ModelCheckpoint(dirpath=tmp_path / "ep", every_n_epochs=1, save_top_k=-1, filename="{epoch}",
-                             save_on_train_epoch_end=True)
+    epochs = ModelCheckpoint(dirpath=tmp_path / "ep", every_n_epochs=1, save_top_k=-1, filename="{epoch}", save_on_train_epoch_end=True)
     _fit(method, cifar10_dir, small_split, tmp_path, [full, steps, epochs])
     assert sorted(full.states) == list(range(STEPS_PER_EPOCH * EPOCHS))
     positions = {

@@ -27,8 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _model(ratio=0.5, seed=0, dtype=torch.float64, **kw) -> SDCLR:
     torch.manual_seed(seed)
-    m = SDCLR(num_classes=3, backbone="tiny", class_counts=[6, 3, 1], prune_ratio=ratio,
-              proj_hidden_dim=16, proj_dim=8, **kw).to(dtype)
+    m = SDCLR(num_classes=3, backbone="tiny", class_counts=[6, 3, 1], prune_ratio=ratio, proj_hidden_dim=16, proj_dim=8, **kw).to(dtype)
     m.backbone.recompute_masks(0)
     return m
 
@@ -258,18 +257,34 @@ class _Recorder(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         sd = pl_module.state_dict()
-        self.states[trainer.global_step] = {k: v.clone() for k, v in sd.items() if "prune_mask" in k or "bn_list" in k or k.endswith("mask_epoch")}
+        self.states[trainer.global_step] = {
+            k: v.clone() for k, v in sd.items() if "prune_mask" in k or "bn_list" in k or k.endswith("mask_epoch")
+        }
 
 
 def _fit(tmp_path, max_epochs=3, ckpt_path=None, callbacks=(), seed=0):
     pl.seed_everything(seed)
-    model = SDCLR(num_classes=3, backbone="tiny", prune_ratio=0.7, proj_hidden_dim=16, proj_dim=8,
-                  optimizer=lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.9))
+    model = SDCLR(
+        num_classes=3,
+        backbone="tiny",
+        prune_ratio=0.7,
+        proj_hidden_dim=16,
+        proj_dim=8,
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.9),
+    )
     rec = _Recorder()
     trainer = pl.Trainer(
-        max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-        default_root_dir=tmp_path, callbacks=[rec, *callbacks], enable_checkpointing=bool(callbacks),
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        callbacks=[rec, *callbacks],
+        enable_checkpointing=bool(callbacks),
     )
     trainer.fit(model, datamodule=_FixedViewsLT(), ckpt_path=ckpt_path)
     return model, trainer, rec

@@ -153,7 +153,9 @@ def test_resnet18_and_resnet50_prunable_layers():
     assert len(convs) == 20 and sum(m.weight.numel() for m in convs.values()) == 11_159_232
     assert sum(1 for n in convs if "downsample" in n) == 3
     assert sum(isinstance(m, DualBatchNorm) for m in r18.modules()) == 20
-    assert not any(type(m) is nn.Conv2d or isinstance(m, nn.modules.batchnorm._BatchNorm) and not _inside_dual(r18, m) for m in r18.modules())
+    assert not any(
+        type(m) is nn.Conv2d or isinstance(m, nn.modules.batchnorm._BatchNorm) and not _inside_dual(r18, m) for m in r18.modules()
+    )
     r50 = PrunableNetwork(build_backbone("resnet50"))
     convs = masked_convs(r50)
     assert len(convs) == 53 and sum(m.weight.numel() for m in convs.values()) == 23_454_912

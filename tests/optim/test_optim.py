@@ -102,7 +102,9 @@ def test_warmup_cosine_per_epoch_equals_official_adjust_learning_rate():
     epochs = cfg["trainer"]["max_epochs"]
     assert (epochs, schedule.warmup_epochs, schedule.min_lr) == (90, 0, 0.0)
     for w, sched in ((0, schedule), (5, WarmupCosine(warmup_epochs=5, min_lr=0.0, granularity="epoch"))):
-        official = [lr * (e + 1) / w if e < w else lr * 0.5 * (1 + math.cos(math.pi * (e - w + 1) / (epochs - w + 1))) for e in range(epochs)]
+        official = [
+            lr * (e + 1) / w if e < w else lr * 0.5 * (1 + math.cos(math.pi * (e - w + 1) / (epochs - w + 1))) for e in range(epochs)
+        ]
         ours = _lrs(sched, 3, epochs, base=lr)
         np.testing.assert_allclose(ours[::3], official, rtol=1e-12)
         assert ours[1::3] == ours[::3]  # constant within an epoch

@@ -19,9 +19,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _ckpt(n: int = 10) -> dict:
-    return {"state_dict": {"w": torch.arange(n, dtype=torch.float32)}, "global_step": n,
-            "hyper_parameters": {"_class_path": "ltcl_lightning.methods.simclr.SimCLR"},
-            "datamodule_hyper_parameters": {"_class_path": "ltcl_lightning.data.digits.DigitsLTDataModule"}}
+    return {
+        "state_dict": {"w": torch.arange(n, dtype=torch.float32)},
+        "global_step": n,
+        "hyper_parameters": {"_class_path": "ltcl_lightning.methods.simclr.SimCLR"},
+        "datamodule_hyper_parameters": {"_class_path": "ltcl_lightning.data.digits.DigitsLTDataModule"},
+    }
 
 
 @pytest.fixture
@@ -31,14 +34,17 @@ def good(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("kind,match", [
-    ("empty", r"is empty \(0 bytes\)"),
-    ("random", r"\(4096 bytes\) is not a checkpoint"),
-    ("text", r"is not a checkpoint"),
-    ("truncated", r"is not a checkpoint"),
-    ("no_state_dict", r"is not a Lightning checkpoint: torch.load gives a dict with keys \['a'\]"),
-    ("directory", r"is a directory"),
-])
+@pytest.mark.parametrize(
+    "kind,match",
+    [
+        ("empty", r"is empty \(0 bytes\)"),
+        ("random", r"\(4096 bytes\) is not a checkpoint"),
+        ("text", r"is not a checkpoint"),
+        ("truncated", r"is not a checkpoint"),
+        ("no_state_dict", r"is not a Lightning checkpoint: torch.load gives a dict with keys \['a'\]"),
+        ("directory", r"is a directory"),
+    ],
+)
 def test_bad_files_name_the_file(kind, match, tmp_path, good):
     path = tmp_path / f"{kind}.ckpt"
     if kind == "empty":

@@ -27,24 +27,30 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class FiniteLossCheck(pl.Callback):
-    """Raise :class:`NonFiniteLossError` at the first training step whose loss is NaN / inf
+    """Raise :class:`NonFiniteLossError` naming the first training step whose loss is NaN / inf
     (lr too high, fp16 overflow, bad inputs), instead of training on: a diverged run otherwise
     exits 0 with a "predict class 0 everywhere" model.
 
+    Every step only records on the device (no host sync: the zero-syncs-per-step guarantee holds
+    with this callback on). The record is read every ``check_every_n_steps`` steps (Lightning's
+    own logging interval by default), at the end of every training epoch, before every
+    validation run and before every checkpoint is written, so a diverged model is never
+    validated, selected as best or saved; the error names the exact first bad step whenever it
+    is read. Under DDP the ranks agree through one reduction per check.
+
     Args:
         enabled: ``False`` switches the check off (list the callback with it).
-        check_every_n_steps: the first bad step is recorded on the device every step (no host
-            sync); it is read every ``n`` steps (``n > 1`` saves GPU syncs, the error still names
-            the exact first bad step). Under DDP the ranks agree through one reduction per check.
+        check_every_n_steps: steps between two reads of the device record.
     """
 
-    def __init__(self, enabled: bool = True, check_every_n_steps: int = 1):
+    def __init__(self, enabled: bool = True, check_every_n_steps: int = 50):
         if check_every_n_steps < 1:
             raise ValueError(f"check_every_n_steps must be >= 1, got {check_every_n_steps}")
         self.enabled = enabled
         self.check_every_n_steps = check_every_n_steps
-        self._first_bad: torch.Tensor | None = None  # (3,) [epoch, batch, loss] of the first bad step; epoch -1 = none
-        self._steps = 0
+        self._where: list[tuple[int, int]] = []  # (epoch, batch) of each step since the last read
+        self._first_slot: torch.Tensor | None = None  # device: position in _where of the first bad step, -1 = none
+        self._first_value: torch.Tensor | None = None  # device: that step's loss
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if not self.enabled:
@@ -52,24 +58,38 @@ class FiniteLossCheck(pl.Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if not torch.is_tensor(loss):
             return
-        loss = loss.detach().float().reshape(-1)[:1].to(torch.float64)
-        if self._first_bad is None or self._first_bad.device != loss.device:
-            self._first_bad = torch.tensor([-1.0, 0.0, 0.0], dtype=torch.float64, device=loss.device)
-        where = torch.tensor([float(trainer.current_epoch), float(batch_idx)], dtype=torch.float64).to(loss.device)
-        new_bad = (~torch.isfinite(loss)) & (self._first_bad[:1] < 0)
-        self._first_bad.copy_(torch.where(new_bad, torch.cat([where, loss]), self._first_bad))
-        self._steps += 1
-        if self._steps % self.check_every_n_steps == 0 or trainer.is_last_batch:
+        value = loss.detach().reshape(-1)[0].double()
+        if self._first_slot is None or self._first_slot.device != value.device:
+            self._first_slot = torch.full((), -1, dtype=torch.long, device=value.device)
+            self._first_value = torch.zeros((), dtype=torch.float64, device=value.device)
+        assert self._first_value is not None
+        new_bad = (~torch.isfinite(value)) & (self._first_slot < 0)
+        self._first_slot = torch.where(new_bad, len(self._where), self._first_slot)
+        self._first_value = torch.where(new_bad, value, self._first_value)
+        self._where.append((int(trainer.current_epoch), int(batch_idx)))
+        if len(self._where) % self.check_every_n_steps == 0:
             self._check(trainer)
 
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._check(trainer)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            self._check(trainer)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self._check(trainer)  # raising here writes nothing (the checkpoint IO never starts)
+
     def _check(self, trainer) -> None:
-        assert self._first_bad is not None  # set by the first training batch, before any check
-        local_bad = bool(self._first_bad[0] >= 0)
-        if not trainer.strategy.reduce_boolean_decision(local_bad, all=False):
+        if not self.enabled or self._first_slot is None:
             return
-        if local_bad:
-            epoch, batch, value = int(self._first_bad[0]), int(self._first_bad[1]), float(self._first_bad[2])
-            where = f"at epoch {epoch}, batch {batch}"
+        slot = int(self._first_slot)
+        if not trainer.strategy.reduce_boolean_decision(slot >= 0, all=False):
+            self._where.clear()
+            return
+        if slot >= 0:
+            epoch, batch = self._where[slot]
+            value, where = float(self._first_value), f"at epoch {epoch}, batch {batch}"  # type: ignore[arg-type]
         else:
             value, where = math.nan, f"on another rank by epoch {trainer.current_epoch}"
         lrs = [g["lr"] for opt in trainer.optimizers for g in opt.param_groups]

@@ -48,6 +48,19 @@ def most_confused_pairs(
     return list(zip(true[order].tolist(), pred[order].tolist(), counts[order].tolist(), rate[order].tolist()))
 
 
+def expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = 15) -> float:
+    """ECE (Guo et al., ICML 2017): ``sum_b |B_b|/N |acc(B_b) - conf(B_b)|`` over ``n_bins`` equal-width
+    confidence bins (right-closed, as torchmetrics' ``binary_calibration_error``: 15 bins, L1)."""
+    conf = confidence.double().flatten()
+    if conf.numel() == 0:
+        return 0.0
+    hit = correct.double().flatten()
+    bins = torch.bucketize(conf, torch.linspace(0, 1, n_bins + 1, dtype=torch.float64, device=conf.device)[1:-1])
+    count = torch.zeros(n_bins, dtype=torch.float64, device=conf.device).index_add_(0, bins, torch.ones_like(conf))
+    gap = torch.zeros_like(count).index_add_(0, bins, hit - conf)
+    return float(gap.abs().sum() / conf.numel())
+
+
 class LongTailAccuracy(Metric):
     """Overall top-1, per-class accuracy, group summaries and the confused class pairs (all of
     them, most confused first), deduplicated by sample index."""
@@ -57,6 +70,8 @@ class LongTailAccuracy(Metric):
     index: list[torch.Tensor]  # states, registered in __init__
     preds: list[torch.Tensor]
     target: list[torch.Tensor]
+    top5: list[torch.Tensor]
+    confidence: list[torch.Tensor]
 
     def __init__(self, num_classes: int, groups: torch.Tensor, **kwargs):
         super().__init__(**kwargs)
@@ -65,10 +80,18 @@ class LongTailAccuracy(Metric):
         self.add_state("index", default=[], dist_reduce_fx="cat")
         self.add_state("preds", default=[], dist_reduce_fx="cat")
         self.add_state("target", default=[], dist_reduce_fx="cat")
+        # from logits only: target among the top 5, and the softmax confidence of the prediction (ECE)
+        self.add_state("top5", default=[], dist_reduce_fx="cat")
+        self.add_state("confidence", default=[], dist_reduce_fx="cat")
 
     def update(self, index: torch.Tensor, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """``preds``: (B, C) logits (enables top-5 and ECE) or (B,) predicted classes."""
         if preds.ndim == 2:
-            preds = preds.argmax(1)
+            logits = preds.detach().float()
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            self.top5.append((top == target.long()[:, None]).any(1).long())
+            self.confidence.append(logits.softmax(1).amax(1).double())
+            preds = logits.argmax(1)
         self.index.append(index.long())
         self.preds.append(preds.long())
         self.target.append(target.long())
@@ -76,20 +99,29 @@ class LongTailAccuracy(Metric):
     def predictions(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(predicted class, target) of every evaluated sample exactly once (gathered over ranks,
         padded repeats dropped by sample index)."""
+        kept = self._deduplicated()
+        return kept["preds"], kept["target"]
+
+    def _deduplicated(self) -> dict[str, torch.Tensor]:
+        """Every per-sample state once per sample index (the first occurrence: distributed-sampler
+        padding repeats some); ``top5`` / ``confidence`` only when every update gave logits."""
         index = dim_zero_cat(self.index)
-        preds = dim_zero_cat(self.preds)
-        target = dim_zero_cat(self.target)
+        columns = {name: dim_zero_cat(getattr(self, name)) for name in ("preds", "target")}
+        for name in ("top5", "confidence"):
+            values = dim_zero_cat(getattr(self, name)) if getattr(self, name) else None
+            if values is not None and values.numel() == index.numel():
+                columns[name] = values
         if index.numel() == 0:
-            return preds, target
-        # keep the first occurrence of every index (distributed-sampler padding repeats some)
+            return columns
         order = torch.argsort(index, stable=True)
-        index, preds, target = index[order], preds[order], target[order]
+        index = index[order]
         keep = torch.ones_like(index, dtype=torch.bool)
         keep[1:] = index[1:] != index[:-1]
-        return preds[keep], target[keep]
+        return {name: values[order][keep] for name, values in columns.items()}
 
     def compute(self) -> dict[str, Any]:
-        preds, target = self.predictions()
+        kept = self._deduplicated()
+        preds, target = kept["preds"], kept["target"]
         per_class = multiclass_accuracy(preds, target, self.num_classes, average=None)
         support = torch.bincount(target, minlength=self.num_classes)
         per_class = torch.where(support > 0, per_class, torch.zeros_like(per_class))
@@ -102,6 +134,16 @@ class LongTailAccuracy(Metric):
             "num_samples": int(target.numel()),
             "confused_pairs": most_confused_pairs(preds, target, self.num_classes),
         }
+        if "top5" in kept and target.numel():
+            out["top5"] = float(kept["top5"].double().mean())
+        if "confidence" in kept and target.numel():
+            correct = preds == target
+            sample_group = self.groups.to(target.device)[target]
+            out["ece"] = expected_calibration_error(kept["confidence"], correct)
+            for g, name in enumerate(GROUP_NAMES):  # per group of the sample's true class
+                member = sample_group == g
+                if member.any():
+                    out[f"ece_{name}"] = expected_calibration_error(kept["confidence"][member], correct[member])
         return out
 
     def confusion(self) -> torch.Tensor:

@@ -235,6 +235,10 @@ class LongTailMethod(pl.LightningModule):
         res = metric.compute()
         metric.reset()
         scalars = {k: res[k] for k in ("acc", "mean_class_acc", *GROUP_NAMES, "group_std")}
+        if self.num_classes > 10 and "top5" in res:  # top-5 of 10 classes or fewer says little
+            scalars["top5"] = res["top5"]
+        if self.probe is None:  # calibration of the supervised methods' own classifier
+            scalars.update({k: v for k, v in res.items() if k.startswith("ece")})
         for k, v in scalars.items():
             self.log(f"{prefix}/{k}", float(v))
         res["epoch"] = self.current_epoch

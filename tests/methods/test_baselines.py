@@ -26,6 +26,9 @@ def test_fit_validate_and_group_metrics(cls, tmp_path):
     for k in ("val/acc", "val/many", "val/medium", "val/few", "val/group_std", "val/acc_best"):
         assert k in m
     assert model.last_eval["val"]["num_samples"] == 300
+    # calibration is logged for the supervised classifier only; top-5 not for 10 classes
+    assert ("val/ece" in m) == (cls is CrossEntropy) and "val/top5" not in m
+    assert 0.0 <= float(model.last_eval["val"]["ece"]) <= 1.0
 
 
 def test_num_classes_disagreeing_with_data(tmp_path):

@@ -108,7 +108,8 @@ class LongTailAccuracy(Metric):
         index = dim_zero_cat(self.index)
         columns = {name: dim_zero_cat(getattr(self, name)) for name in ("preds", "target")}
         for name in ("top5", "confidence"):
-            values = dim_zero_cat(getattr(self, name)) if getattr(self, name) else None
+            state = getattr(self, name)  # a list, or one tensor once synced across ranks
+            values = None if isinstance(state, list) and not state else dim_zero_cat(state)
             if values is not None and values.numel() == index.numel():
                 columns[name] = values
         if index.numel() == 0:

@@ -5,6 +5,7 @@ the "unclear" list)."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -141,6 +142,11 @@ def test_datamodule_error_is_not_wrapped_in_the_link_text(tmp_path):
 def test_ddp_spawn_through_ltcl(tmp_path):
     # before: the CLI's link lambdas could not be pickled and ddp_spawn failed at launch
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # a fresh rendezvous port: an earlier in-process DDP test leaves MASTER_PORT in os.environ,
+    # and reusing that port failed with EADDRINUSE in CI
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(s.getsockname()[1]))
     args = _base(
         tmp_path,
         "--trainer.strategy=ddp_spawn",

@@ -21,7 +21,16 @@ class _Record(pl.Callback):
             return
         res = pl_module.last_eval["val"]
         with open(f"{self.path}.rank{trainer.global_rank}", "w") as f:
-            json.dump({"n": res["num_samples"], "acc": res["acc"], "per_class": res["per_class"].tolist()}, f)
+            json.dump(
+                {
+                    "n": res["num_samples"],
+                    "acc": res["acc"],
+                    "per_class": res["per_class"].tolist(),
+                    "ece": res["ece"],
+                    "top5": res["top5"],
+                },
+                f,
+            )
 
 
 def test_ddp_fit_counts_each_test_image_once(tmp_path):

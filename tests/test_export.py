@@ -7,9 +7,9 @@ import json
 import subprocess
 import sys
 
-import lightning.pytorch as pl
 import pytest
 import torch
+from quick_fit import fit_and_save
 
 from ltcl_lightning.commands import main as ltcl
 from ltcl_lightning.data.digits import DigitsLTDataModule
@@ -20,22 +20,7 @@ from ltcl_lightning.modules.backbones import TORCHVISION_EQUIVALENT
 
 
 def _checkpoint(model, tmp_path) -> str:
-    trainer = pl.Trainer(
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=0,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
-    )
-    trainer.fit(model, DigitsLTDataModule(batch_size=16, num_workers=0))
-    path = tmp_path / "m.ckpt"
-    trainer.save_checkpoint(path)
-    return str(path)
+    return fit_and_save(model, DigitsLTDataModule(batch_size=16, num_workers=0), tmp_path, name="m.ckpt")
 
 
 @pytest.mark.parametrize("method,backbone", [(SimCLR, "resnet18_cifar"), (SDCLR, "resnet18_cifar"), (SimCLR, "resnet50")])

@@ -8,10 +8,10 @@ import json
 import os
 import pickle
 
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from quick_fit import fit_and_save
 
 from ltcl_lightning.data.boosted import BoostedCIFAR100LTDataModule
 from ltcl_lightning.data.longtail import class_counts_from_profile
@@ -59,21 +59,7 @@ def test_probe_command_end_to_end(small_cifar100, splits_dir, tmp_path):
         data_dir=small_cifar100, split_file=str(tmp_path / "pre.npy"), batch_size=32, num_workers=0, mean=CIFAR_MEAN, std=CIFAR_STD
     )
     model = BoostedCL(num_classes=100, backbone="tiny", class_counts=perm_counts, proj_hidden_dim=32, proj_dim=16)
-    trainer = pl.Trainer(
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=0,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
-    )
-    trainer.fit(model, dm)
-    ckpt = tmp_path / "bcl.ckpt"
-    trainer.save_checkpoint(ckpt)
+    ckpt = fit_and_save(model, dm, tmp_path, name="bcl.ckpt")
     # the probe must feed the backbone inputs normalised as in pre-training
     saved_dm = load_pretrained(str(ckpt))[3]["_datamodule"]
     assert tuple(saved_dm["mean"]) == CIFAR_MEAN and tuple(saved_dm["std"]) == CIFAR_STD

@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from quick_fit import fit_and_save
 from test_knn import numpy_knn
 
 from ltcl_lightning.data.digits import DigitsLTDataModule
@@ -24,22 +25,7 @@ FAST = ["--epochs", "2", "--num-workers", "0", "--device", "cpu", "--no-progress
 
 def _fit(dm, tmp_path, num_classes: int) -> str:
     model = SimCLR(num_classes=num_classes, backbone="tiny", proj_hidden_dim=32, proj_dim=16, grouping="thirds")
-    trainer = pl.Trainer(
-        max_epochs=1,
-        limit_train_batches=2,
-        limit_val_batches=0,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
-    )
-    trainer.fit(model, dm)
-    path = tmp_path / "model.ckpt"
-    trainer.save_checkpoint(path)
-    return str(path)
+    return fit_and_save(model, dm, tmp_path, steps=2)
 
 
 @torch.no_grad()

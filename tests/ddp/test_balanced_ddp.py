@@ -6,9 +6,8 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
-from ddp_helpers import free_port
+from ddp_helpers import free_port, spawn
 
 from ltcl_lightning.losses.balanced import balanced_contrastive_loss
 
@@ -67,7 +66,7 @@ def _run(rank, world, sizes, out_dir):
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("balanced_ddp")
-    mp.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
+    spawn(_worker, 2, free_port(), str(out), nprocs=2)
     return out
 
 

@@ -5,9 +5,8 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
-from ddp_helpers import free_port
+from ddp_helpers import free_port, spawn
 
 from ltcl_lightning.losses.contrastive import nt_xent_loss, supcon_loss
 
@@ -56,7 +55,7 @@ def test_gathered_losses_and_gradients_equal_single_process(tmp_path, sizes):
     the mean of the per-rank means; with equal shards that is the single-process loss on the
     concatenated batch. Unequal shards (a last batch) give the mean of the two shard means,
     which the single process computes from its per-sample losses."""
-    mp.spawn(_worker, args=(2, free_port(), sizes, str(tmp_path)), nprocs=2, join=True)
+    spawn(_worker, 2, free_port(), sizes, str(tmp_path), nprocs=2)
     x1, x2, w, labels = _data(sizes)
     r = [torch.load(tmp_path / f"rank{k}.pt") for k in range(2)]
     shards = [slice(0, sizes[0]), slice(sizes[0], sum(sizes))]

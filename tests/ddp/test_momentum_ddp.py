@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
-from ddp_helpers import free_port
+from ddp_helpers import free_port, spawn
 from torch.utils.data import DistributedSampler
 
 from ltcl_lightning.callbacks.momentum import MomentumWeightUpdate
@@ -69,7 +68,7 @@ def _worker(rank, world, port, out_dir):
 
 def test_momentum_buffer_equals_single_process_with_padding(tmp_path):
     # fork: the children inherit the imported modules (spawn re-imports lightning: ~10 s per process here)
-    mp.start_processes(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    spawn(_worker, 2, free_port(), str(tmp_path), start_method="fork")
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     # the sampler really padded: 14 slots for 13 samples, one index twice in the epoch
     both = torch.cat([r0["indices"][0], r1["indices"][0]])

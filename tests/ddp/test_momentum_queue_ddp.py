@@ -7,10 +7,9 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn as nn
 import torch.nn.functional as F
-from ddp_helpers import free_port
+from ddp_helpers import free_port, spawn
 
 from ltcl_lightning.losses.queue import queue_supcon_loss
 from ltcl_lightning.modules.momentum_encoder import FeatureQueue, MomentumEncoder
@@ -74,7 +73,7 @@ def _worker(rank, world, port, sizes, out_dir):
 
 def test_queue_loss_and_gradients_equal_single_process(tmp_path):
     sizes = (4, 4)
-    mp.spawn(_worker, args=(2, free_port(), sizes, str(tmp_path)), nprocs=2, join=True)
+    spawn(_worker, 2, free_port(), sizes, str(tmp_path), nprocs=2)
     ref_steps, ref_queue, ref_key = _run(*_data(sizes), None)
     assert int(ref_queue["filled"]) == QUEUE and int(ref_queue["ptr"]) == (STEPS * 8) % QUEUE
     for r in range(2):

@@ -7,9 +7,8 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
-from ddp_helpers import free_port
+from ddp_helpers import free_port, spawn
 
 from ltcl_lightning.losses.paco import paco_loss
 
@@ -58,7 +57,7 @@ def _worker(rank, world, port, sizes, out_dir):
 
 @pytest.mark.parametrize("sizes", [(5, 3)])  # unequal shards: the general case (equal ones are its special case)
 def test_gathered_paco_equals_single_process(tmp_path, sizes):
-    mp.spawn(_worker, args=(2, free_port(), sizes, str(tmp_path)), nprocs=2, join=True)
+    spawn(_worker, 2, free_port(), sizes, str(tmp_path), nprocs=2)
     x1, x2, w, wc, labels, queue, qlabels, log_prior = _data(sizes)
     r = [torch.load(tmp_path / f"rank{k}.pt") for k in range(2)]
     for i, anchors in enumerate(("query", "both")):

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn as nn
-from ddp_helpers import free_port
+from ddp_helpers import free_port, spawn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ltcl_lightning.data.base import IndexedDataset, LongTailDataModule
@@ -132,7 +131,7 @@ def _reference(mode: str):
 def ddp_results(tmp_path_factory):
     """One 2-process spawn for all checks (spawning costs more than the checks on 2 cores)."""
     out = tmp_path_factory.mktemp("sdclr_ddp")
-    mp.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
+    spawn(_worker, 2, free_port(), str(out), nprocs=2)
     return [torch.load(out / f"rank{k}.pt") for k in range(2)]
 
 

@@ -6,9 +6,8 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
-from ddp_helpers import free_port
+from ddp_helpers import free_port, spawn
 
 from ltcl_lightning.modules.tsc_targets import TargetAssignment
 
@@ -34,7 +33,7 @@ def _worker(rank, world, port, out_dir):
 
 
 def test_assignment_equals_single_process(tmp_path):
-    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn(_worker, 2, free_port(), str(tmp_path), nprocs=2)
     ref = TargetAssignment(5, 6, steps=0)
     for q, y in _data():
         ref.update(q, y)

@@ -7,9 +7,8 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
-from ddp_helpers import free_port
+from ddp_helpers import free_port, spawn
 
 from ltcl_lightning.losses.proco import proco_logits
 from ltcl_lightning.modules.vmf import VMFEstimator
@@ -52,7 +51,7 @@ def _worker(rank, world, port, out_dir):
 
 def test_estimator_state_is_identical_across_ranks_and_equals_single_process(tmp_path):
     world = 2
-    mp.spawn(_worker, args=(world, free_port(), str(tmp_path)), nprocs=world, join=True)
+    spawn(_worker, world, free_port(), str(tmp_path), nprocs=world)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
     single = VMFEstimator(C, P, seed=5)
     single_logits = _run_steps(single, 0, world, gather=False)

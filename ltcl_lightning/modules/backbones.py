@@ -1,7 +1,9 @@
 """Backbones by name. Each returns pooled features (no classifier) and knows its width.
 
-- ``resnet18_cifar``: ResNet-18 with the CIFAR stem (3x3 stride 1, no max-pool), 512-d
-  (SDCLR, BoostedCL). Kaiming-normal (fan_out) convs, BN weight 1 / bias 0.
+- ``resnet18_cifar``: torchvision's ResNet-18 with the CIFAR stem (``conv1`` 3x3 stride 1, no
+  max-pool, no ``fc``), 512-d (SDCLR, BoostedCL): its ``state_dict`` is torchvision's. Kaiming-normal
+  (fan_out) convs, BN weight 1 / bias 0. Checkpoints of the earlier layout (``layers.<i>.``
+  instead of ``layer<i+1>.``) still load.
 - ``resnet32_cifar``: the LDAM-DRW ResNet-32 (3 stages of 5 BasicBlocks, 16/32/64 channels,
   option-A shortcuts), 64-d (ProCo, BalancedCL on CIFAR).
 - ``resnet50``, ``resnext50_32x4d``: torchvision models without ``fc``, 2048-d, from scratch.
@@ -85,6 +87,35 @@ class CifarResNet(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 
 
+class CifarResNet18(torchvision.models.ResNet):
+    """torchvision's ResNet-18 with the CIFAR stem: ``conv1`` = 3x3 stride 1 (no bias), ``maxpool``
+    and ``fc`` = identity, so ``forward`` returns the 512-d pooled features and the weights are
+    torchvision's (``torchvision.models.resnet18()`` with the same three replacements loads them).
+
+    The stem is re-initialised like every other convolution (Kaiming-normal, fan_out), as in the
+    SDCLR / BoostedCL ResNet-18. A ``state_dict`` of the layout used before this class (the
+    stages as ``layers.0`` ... ``layers.3``) is renamed on load (``layer1`` ... ``layer4``), so old
+    checkpoints keep loading, SDCLR's masks and dual batch-norms included.
+    """
+
+    def __init__(self):
+        super().__init__(torchvision.models.resnet.BasicBlock, [2, 2, 2, 2])
+        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.maxpool = nn.Identity()  # the CIFAR stem has no max-pool
+        self.fc = nn.Identity()  # features, no classifier
+        self.out_dim = 512
+        self._register_load_state_dict_pre_hook(_rename_legacy_stages)
+
+
+def _rename_legacy_stages(state_dict, prefix, *args) -> None:
+    """``<prefix>layers.<i>.`` (the earlier ResNet-18-CIFAR layout) -> ``<prefix>layer<i+1>.``."""
+    head = prefix + "layers."
+    for key in [k for k in state_dict if k.startswith(head)]:
+        i, rest = key[len(head) :].split(".", 1)
+        state_dict[f"{prefix}layer{int(i) + 1}.{rest}"] = state_dict.pop(key)
+
+
 class TinyNet(nn.Module):
     """Three 3x3 convs (32, 64, 64 channels; strides 1, 2, 2) and global pooling."""
 
@@ -142,7 +173,7 @@ class TimmBackbone(nn.Module):
 
 
 BACKBONES: dict[str, Callable[[], nn.Module]] = {
-    "resnet18_cifar": lambda: CifarResNet([64, 128, 256, 512], [2, 2, 2, 2], [1, 2, 2, 2], shortcut="B"),
+    "resnet18_cifar": CifarResNet18,
     "resnet32_cifar": lambda: CifarResNet([16, 32, 64], [5, 5, 5], [1, 2, 2], shortcut="A"),
     "resnet50": lambda: TorchvisionTrunk("resnet50"),
     "resnext50_32x4d": lambda: TorchvisionTrunk("resnext50_32x4d"),
@@ -165,9 +196,9 @@ def build_backbone(name: str | nn.Module) -> nn.Module:
 
 # ----- torchvision layout (ltcl export) ----------------------------------------------------------
 def torchvision_resnet18_cifar() -> nn.Module:
-    """torchvision's ResNet-18 with the CIFAR stem: ``conv1`` 3x3 stride 1 (no bias), no max-pool,
-    ``fc`` = identity (512-d pooled features). Computes the same features as ``resnet18_cifar``
-    for the weights :func:`to_torchvision_state_dict` maps."""
+    """``torchvision.models.resnet18()`` with the CIFAR stem set by hand, as a user would (``conv1``
+    3x3 stride 1 without bias, ``maxpool`` = ``fc`` = identity): what ``ltcl export`` documents for
+    ``resnet18_cifar`` weights (512-d pooled features)."""
     net = torchvision.models.resnet18(weights=None)
     net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
     net.maxpool = nn.Identity()
@@ -196,16 +227,8 @@ def _no_fc(net: nn.Module) -> nn.Module:
 
 def to_torchvision_state_dict(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A ``resnet18_cifar`` / ``resnet50`` / ``resnext50_32x4d`` backbone's ``state_dict`` with
-    the keys of the torchvision model (``TORCHVISION_EQUIVALENT``): ``layers.<i>.`` becomes
-    ``layer<i+1>.``, the trunk's ``net.`` prefix goes."""
+    the keys of the torchvision model (``TORCHVISION_EQUIVALENT``): ``resnet18_cifar`` already has
+    them; the trunk's ``net.`` prefix of the other two goes."""
     if name not in TORCHVISION_EQUIVALENT:
         raise ValueError(f"backbone {name!r} has no torchvision equivalent (known: {sorted(TORCHVISION_EQUIVALENT)})")
-    out = {}
-    for key, value in state.items():
-        if name == "resnet18_cifar" and key.startswith("layers."):
-            i, rest = key[len("layers.") :].split(".", 1)
-            key = f"layer{int(i) + 1}.{rest}"
-        elif name != "resnet18_cifar":
-            key = key.removeprefix("net.")
-        out[key] = value
-    return out
+    return dict(state) if name == "resnet18_cifar" else {k.removeprefix("net."): v for k, v in state.items()}

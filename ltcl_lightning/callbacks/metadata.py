@@ -96,6 +96,8 @@ def selection(dm) -> str:
     validation stage evaluates the test images: the paper-style, optimistic "best on test")."""
     if dm is None:
         return "unknown"
+    if getattr(dm, "val_per_class", 0):  # a seeded hold-out outside the test set
+        return "validation"
     if type(dm).__name__.startswith("Digits"):
         return "test"  # Digits-LT validates on its balanced test split
     if hasattr(dm, "val_split_file"):  # CIFAR: the test set unless a held-out index file is given
@@ -106,6 +108,23 @@ def selection(dm) -> str:
             return "test"
         return "validation"
     return "unknown"
+
+
+def label_best_checkpoints(trainer) -> None:
+    """Name the best-by-``val/...`` checkpoint after what the validation stage evaluates, whatever
+    the recipe's ``filename`` says: ``best_on_test-...`` when it is the test set (a recipe's
+    ``best-{epoch}`` with ``--data.init_args.val_per_class=0``), ``best-...`` when it is a held-out
+    split (a ``best_on_test-{epoch}`` recipe given a validation split)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    on = selection(trainer.datamodule)
+    for cb in trainer.callbacks:
+        if not isinstance(cb, ModelCheckpoint) or not str(cb.monitor or "").startswith("val/") or not isinstance(cb.filename, str):
+            continue
+        if on == "test" and cb.filename.startswith("best") and not cb.filename.startswith("best_on_test"):
+            cb.filename = "best_on_test" + cb.filename[len("best") :]
+        elif on == "validation" and cb.filename.startswith("best_on_test"):
+            cb.filename = "best" + cb.filename[len("best_on_test") :]
 
 
 def log_test_into_training_run(config) -> None:
@@ -171,6 +190,8 @@ class RunConfig(SaveConfigCallback):
         # on every rank: trainer.log_dir broadcasts, and save_config / the end hooks run on rank 0 only
         if not self._run_dir:
             self._run_dir = run_dir(trainer)
+        if stage == "fit":
+            label_best_checkpoints(trainer)
         super().setup(trainer, pl_module, stage)
 
     def effective_config(self) -> dict[str, Any]:

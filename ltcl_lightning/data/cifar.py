@@ -18,7 +18,13 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchvision import datasets
 
 from ltcl_lightning.data.base import IndexedDataset, LongTailDataModule
-from ltcl_lightning.data.longtail import check_subset_labels, class_counts_from_profile, load_index_file, select_longtail_indices
+from ltcl_lightning.data.longtail import (
+    check_subset_labels,
+    class_counts_from_profile,
+    hold_out_per_class,
+    load_index_file,
+    select_longtail_indices,
+)
 from ltcl_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 _FILES = {
@@ -61,6 +67,7 @@ class _CIFARLTDataModule(LongTailDataModule):
         profile: Literal["exp", "step"] = "exp",
         split_file: str | None = None,
         val_split_file: str | None = None,
+        val_per_class: int = 0,
         subset_seed: int = 0,
         download: bool = False,
         check_split_labels: bool = True,
@@ -76,8 +83,14 @@ class _CIFARLTDataModule(LongTailDataModule):
             imbalance_factor: n_max / n_min of the exponential (or step) profile; 1 = balanced.
             split_file: a published ``.npy`` subset of the 50,000 train images; when given it
                 defines the training set and ``imbalance_factor`` is not used.
-            val_split_file: validate on these train-set indices (e.g. ``valIdxList.npy``)
-                instead of the test set.
+            val_split_file: validate on these train-set indices (e.g. ``cifar100/valIdxList``)
+                instead of the test set; they must be disjoint from the training subset.
+            val_per_class: validate on a seeded, balanced hold-out of this many train images per
+                class instead of the test set (``subset_seed``; drawn from the images the
+                training subset leaves out, so only a class that uses all of its images, the head
+                class of an ``imbalance_factor`` profile, gives up its hold-out from training:
+                CIFAR-100-LT IF 100 with 10 per class trains on 490 head images instead of 500).
+                0 (default): no hold-out.
             subset_seed: seed of the LDAM-DRW subset construction (0 as published).
             download: let torchvision download the archive (needs network).
             check_split_labels: refuse a split file whose class histogram looks label-blind (a
@@ -100,6 +113,13 @@ class _CIFARLTDataModule(LongTailDataModule):
         self.profile = profile
         self.split_file = split_file
         self.val_split_file = val_split_file
+        if val_per_class < 0:
+            raise ValueError(f"val_per_class must be >= 0 (0: no hold-out), got {val_per_class}")
+        if val_per_class and val_split_file is not None:
+            raise ValueError(
+                f"pass val_split_file ({val_split_file!r}) or val_per_class ({val_per_class}), not both: each defines the validation set"
+            )
+        self.val_per_class = val_per_class
         self.subset_seed = subset_seed
         self.download = download
         self.check_split_labels = check_split_labels
@@ -157,18 +177,49 @@ class _CIFARLTDataModule(LongTailDataModule):
         return self._tv(False)
 
     @cached_property
-    def train_indices(self) -> np.ndarray:
-        """Indices of the long-tailed training subset in the 50,000-image train set."""
+    def _subsets(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(training indices, validation indices or None for the test set) in the 50,000 train images."""
         labels = np.asarray(self.train_base.targets, dtype=np.int64)
         if self.split_file is not None:
-            return self._load_split(self.split_file, labels)
-        counts = class_counts_from_profile(
-            self.num_classes,
-            int(np.bincount(labels).max()),
-            self.imbalance_factor,  # type: ignore[arg-type]  # not None without a split file
-            self.profile,
-        )
-        return select_longtail_indices(labels, counts, seed=self.subset_seed)
+            train = self._load_split(self.split_file, labels)
+        else:
+            counts = class_counts_from_profile(
+                self.num_classes,
+                int(np.bincount(labels).max()),
+                self.imbalance_factor,  # type: ignore[arg-type]  # not None without a split file
+                self.profile,
+            )
+            train = select_longtail_indices(labels, counts, seed=self.subset_seed)
+        if self.val_per_class:
+            train, val, taken = hold_out_per_class(labels, train, self.val_per_class, seed=self.subset_seed)
+            if taken:
+                rank_zero_info(
+                    f"val_per_class={self.val_per_class}: {len(taken)} class(es) had too few images outside the training subset and "
+                    f"gave up training images for the hold-out: {dict(list(taken.items())[:5])}"
+                )
+            return train, val
+        if self.val_split_file is None:
+            return train, None
+        val = self._load_split(self.val_split_file, labels)
+        shared = np.intersect1d(train, val)
+        if len(shared):
+            where = self.split_file or f"the imbalance_factor={self.imbalance_factor} subset"
+            raise ValueError(
+                f"val_split_file {self.val_split_file!r} shares {len(shared)} images with the training set ({where}): the "
+                "validation would score training images. Use a training split_file disjoint from it (the published "
+                "split{k}_D_i files are disjoint from valIdxList), or val_per_class=N for a hold-out outside the training subset."
+            )
+        return train, val
+
+    @property
+    def train_indices(self) -> np.ndarray:
+        """Indices of the long-tailed training subset in the 50,000-image train set."""
+        return self._subsets[0]
+
+    @property
+    def val_indices(self) -> np.ndarray | None:
+        """Indices of the validation images in the train set (``None``: the test set validates)."""
+        return self._subsets[1]
 
     def _load_split(self, path: str, labels: np.ndarray) -> np.ndarray:
         idx = load_index_file(path, len(labels))
@@ -191,9 +242,8 @@ class _CIFARLTDataModule(LongTailDataModule):
         if stage in ("fit",):
             out["train"] = IndexedDataset(self.train_base, train_labels, self.train_transform(), self.train_indices)
         if stage in ("fit", "validate"):
-            if self.val_split_file is not None:
-                val_idx = self._load_split(self.val_split_file, train_labels)
-                out["val"] = IndexedDataset(self.train_base, train_labels, self.eval_transform(), val_idx)
+            if self.val_indices is not None:
+                out["val"] = IndexedDataset(self.train_base, train_labels, self.eval_transform(), self.val_indices)
             else:
                 out["val"] = IndexedDataset(self.test_base, self.test_base.targets, self.eval_transform())
         if stage in ("test", "predict"):

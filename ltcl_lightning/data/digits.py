@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ltcl_lightning.data.base import IndexedDataset, LongTailDataModule
-from ltcl_lightning.data.longtail import class_counts_from_profile, select_longtail_indices
+from ltcl_lightning.data.longtail import class_counts_from_profile, hold_out_per_class, select_longtail_indices
 from ltcl_lightning.data.transforms import View
 
 
@@ -51,6 +51,7 @@ class DigitsLTDataModule(LongTailDataModule):
         imbalance_factor: float = 10.0,
         profile: Literal["exp", "step"] = "exp",
         test_per_class: int = 30,
+        val_per_class: int = 0,
         subset_seed: int = 0,
         *,
         batch_size: int = 128,
@@ -66,6 +67,9 @@ class DigitsLTDataModule(LongTailDataModule):
             imbalance_factor: n_max / n_min of the long-tailed training profile (>= 1).
             profile: ``exp`` or ``step`` class-count profile.
             test_per_class: balanced held-out test images per class (drawn before the tail).
+            val_per_class: validate on a seeded, balanced hold-out of this many images per class
+                (from the images the long-tailed subset leaves out; a class that uses all of them
+                gives up its hold-out from training) instead of the test split. 0: no hold-out.
             subset_seed: seed of the test split and of the long-tailed selection.
             batch_size, num_workers, train_views, mean, std, pin_memory: as in
                 :class:`~ltcl_lightning.data.base.LongTailDataModule`, with defaults that suit
@@ -84,6 +88,9 @@ class DigitsLTDataModule(LongTailDataModule):
         self.imbalance_factor = imbalance_factor
         self.profile = profile
         self.test_per_class = test_per_class
+        if val_per_class < 0:
+            raise ValueError(f"val_per_class must be >= 0 (0: no hold-out), got {val_per_class}")
+        self.val_per_class = val_per_class
         self.subset_seed = subset_seed
 
     @cached_property
@@ -91,7 +98,9 @@ class DigitsLTDataModule(LongTailDataModule):
         return _DigitsImages()
 
     @cached_property
-    def _split(self) -> tuple[np.ndarray, np.ndarray]:
+    def _split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(training, validation, test) indices into the 1,797 images; validation is the test split
+        without a hold-out."""
         labels = self._base.targets
         rng = np.random.RandomState(self.subset_seed)
         test, pool = [], []
@@ -106,18 +115,22 @@ class DigitsLTDataModule(LongTailDataModule):
         n_max = min(len(p) for p in pool)
         counts = class_counts_from_profile(self.num_classes, n_max, self.imbalance_factor, self.profile)
         chosen = select_longtail_indices(labels[pool_idx], counts, seed=self.subset_seed)
-        return pool_idx[chosen], np.concatenate(test)
+        train, test_idx = pool_idx[chosen], np.concatenate(test)
+        if not self.val_per_class:
+            return train, test_idx, test_idx
+        train, val, _ = hold_out_per_class(labels, train, self.val_per_class, seed=self.subset_seed, pool=pool_idx)
+        return train, val, test_idx
 
     def train_targets(self) -> np.ndarray:
         return self._base.targets[self._split[0]]
 
     def build_datasets(self, stage: str) -> dict:
-        train_idx, test_idx = self._split
+        train_idx, val_idx, test_idx = self._split
         out = {}
         if stage == "fit":
             out["train"] = IndexedDataset(self._base, self._base.targets, self.train_transform(), train_idx)
         if stage in ("fit", "validate"):
-            out["val"] = IndexedDataset(self._base, self._base.targets, self.eval_transform(), test_idx)
+            out["val"] = IndexedDataset(self._base, self._base.targets, self.eval_transform(), val_idx)
         if stage in ("test", "predict"):
             out["test"] = IndexedDataset(self._base, self._base.targets, self.eval_transform(), test_idx)
         return out

@@ -64,6 +64,47 @@ def select_longtail_indices(labels: Sequence[int] | np.ndarray, counts: Sequence
     return np.concatenate(selected).astype(np.int64)
 
 
+def hold_out_per_class(
+    labels: np.ndarray, train_idx: np.ndarray, per_class: int, seed: int = 0, pool: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+    """A seeded, balanced validation hold-out of ``per_class`` images of every class.
+
+    Drawn first from the images of ``pool`` (indices into ``labels``; default: all of them) that
+    the training subset ``train_idx`` does not use, so the training set stays as published; a class
+    with fewer spare images (the head class of a CIFAR-LT profile uses every image it has) gives up
+    the missing ones from its training images. Returns ``(train_idx without those, in their
+    order; the held-out indices, sorted; {class: training images it gave up}``). Refuses a
+    hold-out that would leave a class without training images.
+    """
+    labels = np.asarray(labels)
+    train_idx = np.asarray(train_idx, dtype=np.int64)
+    if per_class < 1:
+        raise ValueError(f"val_per_class must be >= 1 for a hold-out, got {per_class}")
+    pool = np.arange(len(labels)) if pool is None else np.asarray(pool, dtype=np.int64)
+    spare = np.setdiff1d(pool, train_idx)
+    rng = np.random.RandomState(seed)
+    held, taken = [], {}
+    for c in range(int(labels.max()) + 1):
+        free = spare[labels[spare] == c]
+        rng.shuffle(free)
+        pick = free[:per_class]
+        missing = per_class - len(pick)
+        if missing:
+            own = train_idx[labels[train_idx] == c]
+            if len(own) <= missing:
+                raise ValueError(
+                    f"val_per_class={per_class} cannot be held out for class {c}: it has {len(free)} images outside the "
+                    f"training subset and {len(own)} in it, and would keep no training image. Lower val_per_class."
+                )
+            own = own.copy()
+            rng.shuffle(own)
+            pick = np.concatenate([pick, own[:missing]])
+            taken[c] = missing
+        held.append(pick)
+    val = np.sort(np.concatenate(held)).astype(np.int64)
+    return train_idx[~np.isin(train_idx, val)], val, taken
+
+
 def load_index_file(path: str, dataset_size: int) -> np.ndarray:
     """Load and validate a subset file: a shipped split by name (``cifar100/split1_D_i``, see
     :mod:`ltcl_lightning.splits`) or the path to a ``.npy`` index file."""

@@ -104,7 +104,8 @@ def test_ltcl_test_logs_best_and_last_into_the_training_run(tmp_path, capsys):
         "trainer:\n  callbacks+:\n    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
         "      init_args: {save_last: true, monitor: val/acc, mode: max, save_top_k: 1, filename: 'best-{epoch}'}\n"
     )
-    fit = cli_main(["fit", *QUICK, "--config", str(extra), f"--trainer.default_root_dir={tmp_path}"])
+    held_out = "--data.init_args.val_per_class=5"  # selected on a hold-out: the checkpoint is best-..., not best_on_test-...
+    fit = cli_main(["fit", *QUICK, "--config", str(extra), held_out, f"--trainer.default_root_dir={tmp_path}"])
     run = Path(fit.trainer.log_dir)
     fit_config = (run / "config.yaml").read_text()
     best = next((run / "checkpoints").glob("best-*.ckpt"))
@@ -115,6 +116,7 @@ def test_ltcl_test_logs_best_and_last_into_the_training_run(tmp_path, capsys):
                 "--config",
                 str(REPO / "experiments/quickstart.yaml"),
                 f"--ckpt_path={ckpt}",
+                held_out,
                 "--trainer.enable_progress_bar=false",
                 f"--trainer.default_root_dir={tmp_path}",
             ]

@@ -84,7 +84,7 @@ def test_digits_lt():
     counts = dm.class_counts
     assert counts[0] / counts[-1] == pytest.approx(10, rel=0.1) and counts == sorted(counts, reverse=True)
     dm.setup("fit")
-    train_idx, test_idx = dm._split
+    train_idx, _, test_idx = dm._split
     assert len(set(train_idx) & set(test_idx)) == 0
     assert np.bincount(dm._base.targets[test_idx]).tolist() == [30] * 10
     i, views, t = next(iter(dm.train_dataloader()))

@@ -13,7 +13,8 @@ own folder.
   plus ``method`` and ``dataset`` keys;
 - at the end of ``fit`` the best validation epoch's ``epoch``, ``acc``, ``many``, ``medium``,
   ``few``, ``group_std`` go into each logger as ``val_best/<key>`` (W&B: the run summary;
-  TensorBoard: the HParams tab's metrics, next to the config; CSV: a metrics row), and with the
+  TensorBoard: the HParams tab's metric columns, declared with the config at the start of ``fit``,
+  so runs compare on them there; CSV: a metrics row), and with the
   last epoch's into ``summary.json`` in the run folder (``ltcl test`` adds ``test``), with
   ``selected_on``: ``validation`` (a held-out split) or ``test`` (the validation stage evaluates
   the test images: the paper-style "best on test", labelled so by ``ltcl report``).
@@ -211,7 +212,15 @@ class RunConfig(SaveConfigCallback):
         self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=self.multifile)
         self._params = self.effective_config()
         for logger in trainer.loggers:
-            logger.log_hyperparams(self._params)
+            if isinstance(logger, TensorBoardLogger) and stage == "fit":
+                # TensorBoard's HParams tab takes its metric columns from a run's first hparams
+                # record: declare the best-epoch numbers now (NaN until on_fit_end logs them), and
+                # keep Lightning's own later call (the model's hparams, no metrics) from writing a
+                # second record whose only column is its placeholder hp_metric = -1
+                logger.log_hyperparams(self._params, metrics={f"val_best/{k}": float("nan") for k in BEST_KEYS})
+                logger._default_hp_metric = False
+            else:
+                logger.log_hyperparams(self._params)
 
     def write_summary(self, trainer, pl_module, part: str, numbers: dict[str, Any]) -> None:
         """Merge ``{part: numbers}`` into the run folder's ``summary.json`` (read by ``ltcl report``)."""
@@ -256,8 +265,6 @@ class RunConfig(SaveConfigCallback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.experiment.summary.update(metrics)
-            elif isinstance(logger, TensorBoardLogger):
-                logger.log_hyperparams(self._params, metrics=metrics)  # the HParams tab's metric columns
-            else:
+            else:  # TensorBoard: the HParams tab shows these columns' last values (declared in save_config)
                 logger.log_metrics(metrics, step=trainer.global_step)
             logger.save()

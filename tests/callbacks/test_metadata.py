@@ -130,3 +130,36 @@ def test_ltcl_test_logs_best_and_last_into_the_training_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "test@best Overall" in out and "test@last Overall" in out
     assert f"{100 * summary['test_at']['best']['acc']:.2f} ± 0.00" in out
+
+
+def test_tensorboard_hparams_tab_compares_runs_on_the_best_epoch_numbers(tmp_path):
+    """One HParams record per run, with the full config as hyper-parameters and the best epoch's
+    long-tail numbers as its metric columns (before: a second record from Lightning whose only
+    column was hp_metric = -1, and the val_best numbers were not columns of the first)."""
+    import json
+
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing import event_file_loader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    cli_main(
+        ["fit", *QUICK, f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=lightning.pytorch.loggers.TensorBoardLogger"]
+        + [f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    )
+    run = next(tmp_path.rglob("events.out.tfevents.*")).parent
+    experiments, sessions, best_acc = [], [], []
+    for path in run.glob("events.out.tfevents.*"):
+        for event in event_file_loader.EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.tag == "_hparams_/experiment":
+                    experiments.append(plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content).experiment)
+                elif value.tag == "_hparams_/session_start_info":
+                    sessions.append(plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content).session_start_info)
+                elif value.tag == "val_best/acc":
+                    best_acc.append(value.tensor.float_val[0] if value.tensor.float_val else value.simple_value)
+    assert len(experiments) == 1 and len(sessions) == 1
+    columns = [m.name.tag for m in experiments[0].metric_infos]
+    assert columns == [f"val_best/{k}" for k in ("epoch", "acc", "many", "medium", "few", "group_std")]
+    assert sessions[0].hparams["model/class_path"].string_value.endswith("SimCLR")
+    summary = json.loads((run / "summary.json").read_text())
+    assert best_acc[-1] == pytest.approx(summary["val"]["best"]["acc"], abs=1e-6)  # the column's last value

@@ -178,7 +178,7 @@ class _CIFARLTDataModule(LongTailDataModule):
 
     @cached_property
     def _subsets(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """(training indices, validation indices or None for the test set) in the 50,000 train images."""
+        """(training indices, the ``val_per_class`` hold-out or None) in the 50,000 train images."""
         labels = np.asarray(self.train_base.targets, dtype=np.int64)
         if self.split_file is not None:
             train = self._load_split(self.split_file, labels)
@@ -190,24 +190,13 @@ class _CIFARLTDataModule(LongTailDataModule):
                 self.profile,
             )
             train = select_longtail_indices(labels, counts, seed=self.subset_seed)
-        if self.val_per_class:
-            train, val, taken = hold_out_per_class(labels, train, self.val_per_class, seed=self.subset_seed)
-            if taken:
-                rank_zero_info(
-                    f"val_per_class={self.val_per_class}: {len(taken)} class(es) had too few images outside the training subset and "
-                    f"gave up training images for the hold-out: {dict(list(taken.items())[:5])}"
-                )
-            return train, val
-        if self.val_split_file is None:
+        if not self.val_per_class:
             return train, None
-        val = self._load_split(self.val_split_file, labels)
-        shared = np.intersect1d(train, val)
-        if len(shared):
-            where = self.split_file or f"the imbalance_factor={self.imbalance_factor} subset"
-            raise ValueError(
-                f"val_split_file {self.val_split_file!r} shares {len(shared)} images with the training set ({where}): the "
-                "validation would score training images. Use a training split_file disjoint from it (the published "
-                "split{k}_D_i files are disjoint from valIdxList), or val_per_class=N for a hold-out outside the training subset."
+        train, val, taken = hold_out_per_class(labels, train, self.val_per_class, seed=self.subset_seed)
+        if taken:
+            rank_zero_info(
+                f"val_per_class={self.val_per_class}: {len(taken)} class(es) had too few images outside the training subset and "
+                f"gave up training images for the hold-out: {dict(list(taken.items())[:5])}"
             )
         return train, val
 
@@ -216,10 +205,22 @@ class _CIFARLTDataModule(LongTailDataModule):
         """Indices of the long-tailed training subset in the 50,000-image train set."""
         return self._subsets[0]
 
-    @property
+    @cached_property
     def val_indices(self) -> np.ndarray | None:
-        """Indices of the validation images in the train set (``None``: the test set validates)."""
-        return self._subsets[1]
+        """Indices of the validation images in the train set (``None``: the test set validates);
+        a ``val_split_file`` that shares images with the training subset is refused."""
+        if self.val_per_class or self.val_split_file is None:
+            return self._subsets[1]
+        val = self._load_split(self.val_split_file, np.asarray(self.train_base.targets, dtype=np.int64))
+        shared = np.intersect1d(self.train_indices, val)
+        if len(shared):
+            where = self.split_file or f"the imbalance_factor={self.imbalance_factor} subset"
+            raise ValueError(
+                f"val_split_file {self.val_split_file!r} shares {len(shared)} images with the training set ({where}): the "
+                "validation would score training images. Use a training split_file disjoint from it (the published "
+                "split{k}_D_i files are disjoint from valIdxList), or val_per_class=N for a hold-out outside the training subset."
+            )
+        return val
 
     def _load_split(self, path: str, labels: np.ndarray) -> np.ndarray:
         idx = load_index_file(path, len(labels))

@@ -25,6 +25,7 @@ from ltcl_lightning import splits
 from ltcl_lightning.data import batched as B
 from ltcl_lightning.data.augment import Augmentation, EvalView
 from ltcl_lightning.data.base import IndexedDataset, LongTailDataModule
+from ltcl_lightning.data.longtail import hold_out_per_class
 from ltcl_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, MultiView, build_view, eval_transform, resolve_view
 
 _WHITESPACE = np.zeros(256, dtype=bool)
@@ -88,6 +89,19 @@ class ListFile:
 
     def label_set(self) -> np.ndarray:
         return np.unique(self.labels)
+
+    def subset(self, index: np.ndarray, source: str | None = None) -> ListFile:
+        """The entries ``index`` (in that order), sharing this list's bytes; line numbers kept."""
+        index = np.asarray(index, dtype=np.int64)
+        return ListFile(
+            self.source if source is None else source,
+            self.buffer,
+            self.starts[index],
+            self.ends[index],
+            self.labels[index],
+            self.line_numbers[index],
+            self.unit,
+        )
 
 
 def _line_text(buffer: np.ndarray, start: int, end: int, limit: int = 200) -> str:
@@ -400,6 +414,8 @@ class ListFileDataModule(LongTailDataModule):
         val_list: str | None = None,
         test_list: str | None = None,
         fewshot_list: str | None = None,
+        val_per_class: int = 0,
+        val_seed: int = 0,
         num_classes: int | None = None,
         image_size: int = 224,
         verify: bool = False,
@@ -443,6 +459,15 @@ class ListFileDataModule(LongTailDataModule):
             raise ValueError(f"image_size must be >= 1, got {image_size}")
         if val_list is None and test_list is None:
             raise ValueError("pass val_list or test_list (or both): the evaluation images")
+        if val_per_class < 0:
+            raise ValueError(f"val_per_class must be >= 0 (0: no hold-out), got {val_per_class}")
+        if val_per_class and val_list is not None:
+            raise ValueError(
+                f"pass val_list ({val_list!r}) or val_per_class ({val_per_class}), not both: each defines the validation "
+                "set. With a hold-out, give the evaluation list as test_list."
+            )
+        self.val_per_class = val_per_class
+        self.val_seed = val_seed
         self.data_dir = os.fspath(data_dir)
         self.train_list = train_list
         self.val_list = val_list
@@ -464,7 +489,21 @@ class ListFileDataModule(LongTailDataModule):
         return read_list_file(path, what=what)
 
     @cached_property
+    def _holdout(self) -> tuple[ListFile, ListFile | None]:
+        """(training entries, the ``val_per_class`` hold-out or None)."""
+        lf = self._full_train_file
+        if not self.val_per_class:
+            return lf, None
+        train, val, _ = hold_out_per_class(lf.labels, np.arange(len(lf)), self.val_per_class, seed=self.val_seed)
+        return lf.subset(train), lf.subset(val, source=f"{lf.source} (val_per_class={self.val_per_class} hold-out)")
+
+    @property
     def train_file(self) -> ListFile:
+        """The training list's entries (without a ``val_per_class`` hold-out)."""
+        return self._holdout[0]
+
+    @cached_property
+    def _full_train_file(self) -> ListFile:
         lf = self.read_list(self.train_list, "training list")
         check_labels(lf, self.num_classes, "training list")
         counts = np.bincount(lf.labels, minlength=self.num_classes)
@@ -490,6 +529,8 @@ class ListFileDataModule(LongTailDataModule):
 
     @cached_property
     def val_file(self) -> ListFile:
+        if self._holdout[1] is not None:
+            return self._holdout[1]
         if self.val_list is None:
             rank_zero_info(f"no val_list: validating on test_list={self.test_list}")
             return self.test_file

@@ -61,7 +61,7 @@ def test_cifar_refuses_a_validation_file_that_overlaps_training(cifar100_dir, sp
         str(cifar100_dir), imbalance_factor=100, val_split_file=str(splits_dir / "cifar100" / "valIdxList.npy"), num_workers=0
     )
     with pytest.raises(ValueError, match="shares 1104 images with the training set .*imbalance_factor=100.*val_per_class"):
-        _ = dm.class_counts
+        dm.setup("fit")
     with pytest.raises(ValueError, match="pass val_split_file .* or val_per_class"):
         CIFAR100LTDataModule(str(cifar100_dir), val_split_file="cifar100/valIdxList", val_per_class=10)
     with pytest.raises(ValueError, match="val_per_class must be >= 0"):
@@ -92,3 +92,28 @@ def test_best_checkpoint_is_named_after_what_selects_it(dm, filename, expected):
     other = ModelCheckpoint(monitor="train/loss", filename="best-{epoch}")  # not a validation selection: left alone
     label_best_checkpoints(SimpleNamespace(datamodule=dm, callbacks=[best, other]))
     assert (best.filename, other.filename) == (expected, "best-{epoch}")
+
+
+def test_list_file_hold_out_validates_on_training_list_images(inat_folder):
+    """iNat-format data without its val list: 1 image per class held out of the training list
+    (seeded by val_seed), the val list given as the test list."""
+    from ltcl_lightning.data.inaturalist import INaturalist2018DataModule
+
+    f = inat_folder
+    kw = dict(data_dir=f["data_dir"], train_list=f["train_list"], test_list=f["val_list"], num_classes=f["num_classes"], num_workers=0)
+    dm = INaturalist2018DataModule(val_per_class=1, **kw)
+    full = INaturalist2018DataModule(val_list=f["val_list"], **kw)
+    assert dm.class_counts == [n - 1 for n in full.class_counts]
+    paths = lambda lf: {lf.path(i) for i in range(len(lf))}  # noqa: E731
+    assert len(dm.val_file) == f["num_classes"] and not paths(dm.val_file) & paths(dm.train_file)
+    assert paths(dm.val_file) | paths(dm.train_file) == paths(full.train_file)
+    assert paths(dm.test_file) == paths(full.val_file) and selection(dm) == "validation" and selection(full) == "test"
+    assert "hold-out" in dm.val_file.where(0)
+    again = INaturalist2018DataModule(val_per_class=1, **kw)
+    assert paths(again.val_file) == paths(dm.val_file)  # seeded
+    dm.setup("fit")
+    assert len(dm.datasets["val"]) == f["num_classes"]
+    with pytest.raises(ValueError, match="pass val_list .* or val_per_class"):
+        INaturalist2018DataModule(val_per_class=1, **{**kw, "val_list": f["val_list"]})
+    with pytest.raises(ValueError, match="would keep no training image"):
+        _ = INaturalist2018DataModule(val_per_class=min(full.class_counts), **kw).class_counts

@@ -20,6 +20,7 @@ from torchvision import datasets
 from ltcl_lightning.data.base import IndexedDataset, LongTailDataModule
 from ltcl_lightning.data.longtail import (
     check_subset_labels,
+    check_val_per_class,
     class_counts_from_profile,
     hold_out_per_class,
     load_index_file,
@@ -113,13 +114,7 @@ class _CIFARLTDataModule(LongTailDataModule):
         self.profile = profile
         self.split_file = split_file
         self.val_split_file = val_split_file
-        if val_per_class < 0:
-            raise ValueError(f"val_per_class must be >= 0 (0: no hold-out), got {val_per_class}")
-        if val_per_class and val_split_file is not None:
-            raise ValueError(
-                f"pass val_split_file ({val_split_file!r}) or val_per_class ({val_per_class}), not both: each defines the validation set"
-            )
-        self.val_per_class = val_per_class
+        self.val_per_class = check_val_per_class(val_per_class, val_split_file=val_split_file)
         self.subset_seed = subset_seed
         self.download = download
         self.check_split_labels = check_split_labels

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ltcl_lightning.data.base import IndexedDataset, LongTailDataModule
-from ltcl_lightning.data.longtail import class_counts_from_profile, hold_out_per_class, select_longtail_indices
+from ltcl_lightning.data.longtail import check_val_per_class, class_counts_from_profile, hold_out_per_class, select_longtail_indices
 from ltcl_lightning.data.transforms import View
 
 
@@ -88,9 +88,7 @@ class DigitsLTDataModule(LongTailDataModule):
         self.imbalance_factor = imbalance_factor
         self.profile = profile
         self.test_per_class = test_per_class
-        if val_per_class < 0:
-            raise ValueError(f"val_per_class must be >= 0 (0: no hold-out), got {val_per_class}")
-        self.val_per_class = val_per_class
+        self.val_per_class = check_val_per_class(val_per_class)
         self.subset_seed = subset_seed
 
     @cached_property

@@ -25,7 +25,7 @@ from ltcl_lightning import splits
 from ltcl_lightning.data import batched as B
 from ltcl_lightning.data.augment import Augmentation, EvalView
 from ltcl_lightning.data.base import IndexedDataset, LongTailDataModule
-from ltcl_lightning.data.longtail import hold_out_per_class
+from ltcl_lightning.data.longtail import check_val_per_class, hold_out_per_class
 from ltcl_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, MultiView, build_view, eval_transform, resolve_view
 
 _WHITESPACE = np.zeros(256, dtype=bool)
@@ -459,14 +459,9 @@ class ListFileDataModule(LongTailDataModule):
             raise ValueError(f"image_size must be >= 1, got {image_size}")
         if val_list is None and test_list is None:
             raise ValueError("pass val_list or test_list (or both): the evaluation images")
-        if val_per_class < 0:
-            raise ValueError(f"val_per_class must be >= 0 (0: no hold-out), got {val_per_class}")
-        if val_per_class and val_list is not None:
-            raise ValueError(
-                f"pass val_list ({val_list!r}) or val_per_class ({val_per_class}), not both: each defines the validation "
-                "set. With a hold-out, give the evaluation list as test_list."
-            )
-        self.val_per_class = val_per_class
+        self.val_per_class = check_val_per_class(
+            val_per_class, hint=" With a hold-out, give the evaluation list as test_list.", val_list=val_list
+        )
         self.val_seed = val_seed
         self.data_dir = os.fspath(data_dir)
         self.train_list = train_list

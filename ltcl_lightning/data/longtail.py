@@ -64,6 +64,28 @@ def select_longtail_indices(labels: Sequence[int] | np.ndarray, counts: Sequence
     return np.concatenate(selected).astype(np.int64)
 
 
+def check_val_per_class(val_per_class: int, hint: str = "", **alternatives) -> int:
+    """``val_per_class`` as given; refused when negative, or together with another source of
+    validation images (``alternatives``: argument name -> value, ``None`` when not given)."""
+    if val_per_class < 0:
+        raise ValueError(f"val_per_class must be >= 0 (0: no hold-out), got {val_per_class}")
+    given = [(name, value) for name, value in alternatives.items() if value is not None]
+    if val_per_class and given:
+        name, value = given[0]
+        raise ValueError(f"pass {name} ({value!r}) or val_per_class ({val_per_class}), not both: each defines the validation set.{hint}")
+    return val_per_class
+
+
+def _first_per_class(idx: np.ndarray, labels: np.ndarray, quota: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+    """A seeded random choice of ``quota[c]`` entries of ``idx`` of each class ``c`` (fewer if it
+    has fewer): one shuffle and one stable sort by class, not a pass over ``idx`` per class."""
+    idx = idx[rng.permutation(len(idx))]
+    idx = idx[np.argsort(labels[idx], kind="stable")]
+    lab = labels[idx]
+    rank = np.arange(len(idx)) - np.searchsorted(lab, lab, side="left")  # position within its class
+    return idx[rank < quota[lab]]
+
+
 def hold_out_per_class(
     labels: np.ndarray, train_idx: np.ndarray, per_class: int, seed: int = 0, pool: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
@@ -80,28 +102,24 @@ def hold_out_per_class(
     train_idx = np.asarray(train_idx, dtype=np.int64)
     if per_class < 1:
         raise ValueError(f"val_per_class must be >= 1 for a hold-out, got {per_class}")
+    num_classes = int(labels.max()) + 1
     pool = np.arange(len(labels)) if pool is None else np.asarray(pool, dtype=np.int64)
     spare = np.setdiff1d(pool, train_idx)
     rng = np.random.RandomState(seed)
-    held, taken = [], {}
-    for c in range(int(labels.max()) + 1):
-        free = spare[labels[spare] == c]
-        rng.shuffle(free)
-        pick = free[:per_class]
-        missing = per_class - len(pick)
-        if missing:
-            own = train_idx[labels[train_idx] == c]
-            if len(own) <= missing:
-                raise ValueError(
-                    f"val_per_class={per_class} cannot be held out for class {c}: it has {len(free)} images outside the "
-                    f"training subset and {len(own)} in it, and would keep no training image. Lower val_per_class."
-                )
-            own = own.copy()
-            rng.shuffle(own)
-            pick = np.concatenate([pick, own[:missing]])
-            taken[c] = missing
-        held.append(pick)
-    val = np.sort(np.concatenate(held)).astype(np.int64)
+    from_spare = _first_per_class(spare, labels, np.full(num_classes, per_class), rng)
+    missing = per_class - np.bincount(labels[from_spare], minlength=num_classes)
+    own = np.bincount(labels[train_idx], minlength=num_classes)
+    short = np.flatnonzero((missing > 0) & (own <= missing))
+    if len(short):
+        c = int(short[0])
+        raise ValueError(
+            f"val_per_class={per_class} cannot be held out for class {c}: it has {per_class - missing[c]} images "
+            f"outside the training subset and {own[c]} in it, and would keep no training image ({len(short)} classes "
+            "are that short). Lower val_per_class."
+        )
+    from_train = _first_per_class(train_idx, labels, missing, rng)
+    val = np.sort(np.concatenate([from_spare, from_train])).astype(np.int64)
+    taken = {int(c): int(missing[c]) for c in np.flatnonzero(missing > 0)}
     return train_idx[~np.isin(train_idx, val)], val, taken
 
 

@@ -6,6 +6,8 @@ import socket
 import sys
 
 import torch.multiprocessing as mp
+from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
 
 def free_port() -> int:
@@ -31,6 +33,37 @@ def spawn(worker, *args, nprocs: int = 2, start_method: str = "spawn") -> None:
 
 def _exit_after(rank: int, worker, args: tuple) -> None:
     worker(rank, *args)
+    _exit()
+
+
+def _exit() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+class _ExitingLauncher(_MultiProcessingLauncher):
+    """Lightning's ``ddp_spawn`` launcher whose processes end as :func:`spawn`'s do: with
+    ``os._exit(0)`` once the run has returned and rank 0 has put its results on the queue (a
+    synchronous pipe write, complete before the call returns)."""
+
+    def _wrapping_function(self, *args, **kwargs) -> None:
+        super()._wrapping_function(*args, **kwargs)
+        _exit()
+
+
+class ExitingDDPSpawn(DDPStrategy):
+    """``strategy="ddp_spawn"`` (gloo on the CPU) with :class:`_ExitingLauncher`: the same
+    launch, pickling and result hand-back, without the finalisation race :func:`spawn` removes."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(start_method="spawn", **kwargs)
+
+    def _configure_launcher(self) -> None:
+        self._launcher = _ExitingLauncher(self, start_method=self._start_method)
+
+
+def register_exiting_spawn() -> None:
+    """Make ``--trainer.strategy=ddp_spawn_exit`` name :class:`ExitingDDPSpawn` (for a CLI run)."""
+    if "ddp_spawn_exit" not in StrategyRegistry:
+        StrategyRegistry.register("ddp_spawn_exit", ExitingDDPSpawn, description="ddp_spawn ending with os._exit(0)")

@@ -7,6 +7,7 @@ import json
 import lightning.pytorch as pl
 import pytest
 import torch
+from ddp_helpers import ExitingDDPSpawn
 
 from ltcl_lightning.callbacks.knn import KNNMonitor, embed
 from ltcl_lightning.data.digits import DigitsLTDataModule
@@ -40,7 +41,7 @@ def test_knn_monitor_is_the_same_on_every_rank_and_equals_one_process(tmp_path):
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,
-        strategy="ddp_spawn",
+        strategy=ExitingDDPSpawn(),
         max_epochs=1,
         limit_train_batches=2,
         logger=False,

@@ -7,6 +7,7 @@ import csv
 import lightning.pytorch as pl
 import pytest
 import torch
+from ddp_helpers import ExitingDDPSpawn
 from lightning.pytorch.loggers import CSVLogger
 
 from ltcl_lightning.callbacks.report import LongTailReport
@@ -29,7 +30,7 @@ def test_ddp_confused_pairs_equal_single_process(tmp_path):
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,
-        strategy="ddp_spawn",
+        strategy=ExitingDDPSpawn(),
         max_epochs=1,
         limit_train_batches=2,
         logger=logger,

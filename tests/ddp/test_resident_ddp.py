@@ -9,6 +9,7 @@ import os
 import lightning.pytorch as pl
 import pytest
 import torch
+from ddp_helpers import ExitingDDPSpawn
 
 from ltcl_lightning.data.digits import DigitsLTDataModule
 from ltcl_lightning.data.samplers import InstanceSampler
@@ -41,7 +42,7 @@ def test_device_resident_under_ddp(tmp_path):
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,
-        strategy="ddp_spawn",
+        strategy=ExitingDDPSpawn(),
         max_epochs=1,
         limit_train_batches=2,
         num_sanity_val_steps=0,

@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from ddp_helpers import ExitingDDPSpawn
 
 from ltcl_lightning.data.inaturalist import INaturalist2018DataModule
 from ltcl_lightning.data.samplers import ClassAwareSampler, InstanceSampler
@@ -99,7 +100,7 @@ def test_samplers_and_evaluation_under_ddp(inat_folder, tmp_path):
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,
-        strategy="ddp_spawn",
+        strategy=ExitingDDPSpawn(),
         max_epochs=1,
         limit_train_batches=2,
         num_sanity_val_steps=0,

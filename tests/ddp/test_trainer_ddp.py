@@ -5,6 +5,7 @@ import json
 
 import lightning.pytorch as pl
 import pytest
+from ddp_helpers import ExitingDDPSpawn
 
 from ltcl_lightning.data.digits import DigitsLTDataModule
 from ltcl_lightning.methods.simclr import SimCLR
@@ -41,7 +42,7 @@ def test_ddp_fit_counts_each_test_image_once(tmp_path):
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,
-        strategy="ddp_spawn",
+        strategy=ExitingDDPSpawn(),
         max_epochs=1,
         limit_train_batches=2,
         logger=False,

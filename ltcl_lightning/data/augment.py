@@ -74,6 +74,11 @@ def crop_each(images: list[torch.Tensor], boxes: list[tuple[int, int, int, int]]
     return torch.cat(out)
 
 
+def _blur_kernel(size: int) -> int:
+    """The Gaussian blur's kernel for ``size``-pixel views: about a tenth of the side, odd, >= 3."""
+    return max(3, (size // 10) | 1)
+
+
 class SimCLRAugment(Augmentation):
     """SimCLR views (spec data_and_eval.md section 4): RandomResizedCrop, horizontal flip,
     ColorJitter with probability ``jitter_p`` (random order per sample), RandomGrayscale.
@@ -84,8 +89,8 @@ class SimCLRAugment(Augmentation):
         flip: random horizontal flip (p 0.5).
         jitter: ColorJitter (brightness, contrast, saturation, hue); 0 switches one off.
         jitter_p: probability of the jitter; grayscale_p: of the grey conversion (0: none).
-        blur: Gaussian blur p 0.5, kernel max(3, size // 10 | 1), sigma U(0.1, 2) (SDCLR
-            ImageNet); worker backend only.
+        blur: Gaussian blur p 0.5, kernel max(3, size // 10 | 1), sigma U(0.1, 2), after the
+            grey conversion (SDCLR ImageNet-100, PaCo ImageNet-LT).
     """
 
     def __init__(
@@ -127,20 +132,15 @@ class SimCLRAugment(Augmentation):
         if self.grayscale_p > 0:
             ops.append(v2.RandomGrayscale(p=self.grayscale_p))
         if self.blur:
-            k = max(3, (size // 10) | 1)
-            ops.append(v2.RandomApply([v2.GaussianBlur(k, sigma=(0.1, 2.0))], p=0.5))
+            ops.append(v2.RandomApply([v2.GaussianBlur(_blur_kernel(size), sigma=(0.1, 2.0))], p=0.5))
         return v2.Compose(ops)
 
     def batched(self, x: torch.Tensor, generator: torch.Generator, size: int) -> torch.Tensor:
-        if self.blur:
-            return super().batched(x, generator, size)
         n, _, h, w = x.shape
         top, left, ch, cw = B.random_resized_crop_params(generator, n, h, w, self.scale, self.ratio)
         return self.after_crop(B.resized_crop(x, top, left, ch, cw, size, self.interpolation), generator)
 
     def batched_list(self, images: list[torch.Tensor], generator: torch.Generator, host: torch.Generator, size: int) -> torch.Tensor:
-        if self.blur:
-            return super().batched(images[0][None].float(), generator, size)
         boxes = []
         for im in images:
             params = B.random_resized_crop_params(host, 1, im.shape[-2], im.shape[-1], self.scale, self.ratio)
@@ -148,7 +148,7 @@ class SimCLRAugment(Augmentation):
         return self.after_crop(crop_each(images, boxes, size, self.interpolation), generator)
 
     def after_crop(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Flip, jitter and grey of already cropped views."""
+        """Flip, jitter, grey and blur of already cropped views."""
         n = x.shape[0]
         u = _rand(generator, n, 3)
         if self.flip:
@@ -157,6 +157,10 @@ class SimCLRAugment(Augmentation):
             x = B.where_b(u[:, 1] < self.jitter_p, self._jitter(x, generator), x)
         if self.grayscale_p > 0:
             x = B.where_b(u[:, 2] < self.grayscale_p, B.grayscale(x), x)
+        if self.blur:
+            v = _rand(generator, n, 2)  # apply (p 0.5), sigma U(0.1, 2) as torchvision draws it
+            sigma = 0.1 + 1.9 * v[:, 1]
+            x = B.where_b(v[:, 0] < 0.5, B.gaussian_blur(x, _blur_kernel(x.shape[-1]), sigma), x)
         return x
 
     def _jitter(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:

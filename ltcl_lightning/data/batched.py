@@ -210,6 +210,25 @@ def sharpness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return blend(smooth(x), x, factor)
 
 
+def gaussian_blur(x: torch.Tensor, kernel_size: int, sigma: torch.Tensor) -> torch.Tensor:
+    """torchvision's ``gaussian_blur`` on uint8 images (which it also applies to PIL images) with
+    one ``sigma`` per sample: the kernel ``exp(-t^2 / 2 sigma^2)``, normalised, at
+    ``t = -(k-1)/2 .. (k-1)/2``; reflect padding; rounded half to even.
+
+    torchvision convolves with the 2-D outer product; here the two 1-D passes (k instead of k^2
+    multiply-adds per pixel). The sums differ in float32 rounding only, which moves a value that
+    lies within about 1e-4 of a half level by one level."""
+    n, c, h, w = x.shape
+    lim = (kernel_size - 1) / 2.0
+    t = torch.linspace(-lim, lim, kernel_size, dtype=torch.float32, device=x.device)
+    k1 = torch.softmax(-0.5 * (t[None] / sigma.to(torch.float32)[:, None]) ** 2, dim=1).repeat_interleave(c, 0)  # (n c, k)
+    pad = kernel_size // 2
+    y = torch.nn.functional.pad(x.reshape(1, n * c, h, w), (pad, pad, pad, pad), mode="reflect")
+    y = torch.nn.functional.conv2d(y, k1[:, None, None, :], groups=n * c)  # along the width
+    y = torch.nn.functional.conv2d(y, k1[:, None, :, None], groups=n * c)  # along the height
+    return y.reshape(n, c, h, w).round_()
+
+
 def _rgb_to_pil_hsv(x: torch.Tensor) -> torch.Tensor:
     # Pillow's rgb2hsv_row (Convert.c), in float32 as there, values truncated to uint8
     r, g, b = x[:, 0], x[:, 1], x[:, 2]

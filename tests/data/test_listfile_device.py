@@ -92,13 +92,13 @@ def test_crop_boxes_of_variable_size_images():
 
 def test_device_decode_datamodule_batches(imagenet_lt_folder):
     args = {k: v for k, v in imagenet_lt_folder.items()}
-    dm = ImageNetLTDataModule(**args, batch_size=4, num_workers=0, decode="device", train_views=["simclr", "randaugment"])
+    dm = ImageNetLTDataModule(**args, batch_size=4, num_workers=0, decode="device", train_views=["simclr", "randaugment", "simclr_blur"])
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert isinstance(batch, EncodedBatch) and all(d.dtype == torch.uint8 and d.ndim == 1 for d in batch.data)
     index, views, target = dm.on_after_batch_transfer(batch, 0)
     s = imagenet_lt_folder["image_size"]
-    assert [v.shape for v in views] == [(4, 3, s, s)] * 2
+    assert [v.shape for v in views] == [(4, 3, s, s)] * 3  # simclr_blur too (SDCLR ImageNet-100)
     assert torch.equal(target, torch.as_tensor(dm.datasets["train"].targets)[index])
     vi, vv, vt = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
     worker = ImageNetLTDataModule(**args, batch_size=4, num_workers=0)

@@ -5,6 +5,7 @@ import os
 import socket
 import sys
 
+import lightning.pytorch as pl
 import torch.multiprocessing as mp
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
@@ -67,3 +68,24 @@ def register_exiting_spawn() -> None:
     """Make ``--trainer.strategy=ddp_spawn_exit`` name :class:`ExitingDDPSpawn` (for a CLI run)."""
     if "ddp_spawn_exit" not in StrategyRegistry:
         StrategyRegistry.register("ddp_spawn_exit", ExitingDDPSpawn, description="ddp_spawn ending with os._exit(0)")
+
+
+def spawn_trainer(root, callbacks: list, **overrides) -> pl.Trainer:
+    """A 2-process :class:`ExitingDDPSpawn` Trainer on the CPU for one short epoch (2 training
+    batches), without logger, checkpoints, progress bar, summary or sanity check unless
+    ``overrides`` say otherwise."""
+    kwargs = dict(
+        accelerator="cpu",
+        devices=2,
+        strategy=ExitingDDPSpawn(),
+        max_epochs=1,
+        limit_train_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+        default_root_dir=str(root),
+    )
+    return pl.Trainer(**{**kwargs, **overrides})

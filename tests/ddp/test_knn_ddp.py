@@ -7,7 +7,7 @@ import json
 import lightning.pytorch as pl
 import pytest
 import torch
-from ddp_helpers import ExitingDDPSpawn
+from ddp_helpers import spawn_trainer
 
 from ltcl_lightning.callbacks.knn import KNNMonitor, embed
 from ltcl_lightning.data.digits import DigitsLTDataModule
@@ -38,20 +38,7 @@ class _Record(pl.Callback):
 
 def test_knn_monitor_is_the_same_on_every_rank_and_equals_one_process(tmp_path):
     pl.seed_everything(0)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy=ExitingDDPSpawn(),
-        max_epochs=1,
-        limit_train_batches=2,
-        logger=False,
-        callbacks=[KNNMonitor(every_n_epochs=1, k=20, temperature=0.1), _Record(str(tmp_path))],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-    )
+    trainer = spawn_trainer(tmp_path, [KNNMonitor(every_n_epochs=1, k=20, temperature=0.1), _Record(str(tmp_path))])
     trainer.fit(CrossEntropy(10, backbone="tiny", grouping="thirds"), _dm())
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     ranks = [json.loads((tmp_path / f"knn_rank{r}.json").read_text()) for r in range(2)]

@@ -7,7 +7,7 @@ import csv
 import lightning.pytorch as pl
 import pytest
 import torch
-from ddp_helpers import ExitingDDPSpawn
+from ddp_helpers import spawn_trainer
 from lightning.pytorch.loggers import CSVLogger
 
 from ltcl_lightning.callbacks.report import LongTailReport
@@ -27,20 +27,7 @@ def test_ddp_confused_pairs_equal_single_process(tmp_path):
     pl.seed_everything(0)
     model = CrossEntropy(10, backbone="tiny", grouping="thirds")
     logger = CSVLogger(tmp_path, name="ddp")
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy=ExitingDDPSpawn(),
-        max_epochs=1,
-        limit_train_batches=2,
-        logger=logger,
-        callbacks=[LongTailReport(top_confused=100)],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-    )
+    trainer = spawn_trainer(tmp_path, [LongTailReport(top_confused=100)], logger=logger)
     trainer.fit(model, _dm())
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     log_dir = tmp_path / "ddp" / "version_0"

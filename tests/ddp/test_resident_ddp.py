@@ -9,7 +9,7 @@ import os
 import lightning.pytorch as pl
 import pytest
 import torch
-from ddp_helpers import ExitingDDPSpawn
+from ddp_helpers import spawn_trainer
 
 from ltcl_lightning.data.digits import DigitsLTDataModule
 from ltcl_lightning.data.samplers import InstanceSampler
@@ -39,20 +39,7 @@ class _Record(pl.Callback):
 
 def test_device_resident_under_ddp(tmp_path):
     dm = DigitsLTDataModule(batch_size=16, seed=5, device_resident=True)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy=ExitingDDPSpawn(),
-        max_epochs=1,
-        limit_train_batches=2,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[_Record(str(tmp_path))],
-        default_root_dir=str(tmp_path),
-    )
+    trainer = spawn_trainer(tmp_path, [_Record(str(tmp_path))])
     trainer.fit(SimCLR(10, backbone="tiny", proj_hidden_dim=32, proj_dim=16), datamodule=dm)
     recs = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     n = len(dm.train_targets())

@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from ddp_helpers import ExitingDDPSpawn
+from ddp_helpers import spawn_trainer
 
 from ltcl_lightning.data.inaturalist import INaturalist2018DataModule
 from ltcl_lightning.data.samplers import ClassAwareSampler, InstanceSampler
@@ -97,20 +97,7 @@ def test_samplers_and_evaluation_under_ddp(inat_folder, tmp_path):
         pin_memory=False,
     )
     n_val = 3 * f["num_classes"]  # 21: 2 ranks get 11 each, one image twice
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy=ExitingDDPSpawn(),
-        max_epochs=1,
-        limit_train_batches=2,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[_Record(str(tmp_path))],
-        default_root_dir=str(tmp_path),
-    )
+    trainer = spawn_trainer(tmp_path, [_Record(str(tmp_path))])
     trainer.fit(CrossEntropy(num_classes=f["num_classes"], backbone="tiny"), datamodule=dm)
     recs = [json.loads((tmp_path / f"fit{r}.json").read_text()) for r in (0, 1)]
     _check_sampler_draws(recs[0]["draws"], recs[1]["draws"])

@@ -5,7 +5,7 @@ import json
 
 import lightning.pytorch as pl
 import pytest
-from ddp_helpers import ExitingDDPSpawn
+from ddp_helpers import spawn_trainer
 
 from ltcl_lightning.data.digits import DigitsLTDataModule
 from ltcl_lightning.methods.simclr import SimCLR
@@ -39,18 +39,8 @@ def test_ddp_fit_counts_each_test_image_once(tmp_path):
     # DistributedSampler pads; the metric must still count 310 images.
     dm = DigitsLTDataModule(test_per_class=31, batch_size=32, eval_batch_size=16)
     model = SimCLR(10, backbone="tiny", proj_hidden_dim=32, proj_dim=16)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy=ExitingDDPSpawn(),
-        max_epochs=1,
-        limit_train_batches=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        callbacks=[_Record(str(tmp_path / "val"))],
-        default_root_dir=tmp_path,
-    )
+    # with the sanity check (Lightning's default 2 batches), which the recorder skips
+    trainer = spawn_trainer(tmp_path, [_Record(str(tmp_path / "val"))], num_sanity_val_steps=2)
     trainer.fit(model, dm)
     r0 = json.loads((tmp_path / "val.rank0").read_text())
     r1 = json.loads((tmp_path / "val.rank1").read_text())

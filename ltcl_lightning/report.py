@@ -409,15 +409,40 @@ def find_summaries(paths: Sequence[Path]) -> list[tuple[Path, dict]]:
     return out
 
 
+def _fold_tests(summaries: Sequence[tuple[Path, dict]]) -> list[dict]:
+    """The training runs' summaries, each with the test numbers of summaries that hold only a
+    test (``ltcl test`` with a logger of its own writes a new run folder) of one of its
+    checkpoints (``<run>/checkpoints/x.ckpt``). A test-only summary whose training run is not
+    among the folders given is left out, with a note."""
+    runs = {f.parent.resolve(): dict(s) for f, s in summaries if s.get("val") is not None}
+    for f, s in summaries:
+        if s.get("val") is not None:
+            continue
+        tests = s.get("test_at") or {}
+        owners = {Path(t["checkpoint"]).resolve().parent.parent for t in tests.values() if isinstance(t, dict) and t.get("checkpoint")}
+        owner = runs.get(owners.pop()) if len(owners) == 1 else None
+        if owner is None:
+            print(f"note: {f} holds test numbers only, and its training run is not among the folders given: left out", file=sys.stderr)
+            continue
+        owner["test_at"] = {**(owner.get("test_at") or {}), **tests}
+        owner["test"] = s.get("test", owner.get("test"))
+    return list(runs.values())
+
+
 def aggregate_runs(summaries: Sequence[tuple[Path, dict]]) -> list[dict]:
-    """One row per (method, dataset): n runs, seeds, and mean / std (sample std, ddof 1; 0 for
-    one run) of Overall / Many / Medium / Few at the last and the best validation epoch, and on
-    the test set where every run has it."""
+    """One row per experiment: (method, dataset, setting, config), the config being the hash of
+    the run's configuration without its seed and output places (``RunConfig`` writes it), so that
+    runs that differ in anything but the seed are never averaged together. Each row has n runs,
+    the seeds, and mean / std (sample std, ddof 1; 0 for one run) of Overall / Many / Medium /
+    Few at the last and the best validation epoch, and on the test set where every run has it."""
     groups: dict[tuple, list[dict]] = {}
-    for _, s in summaries:
-        groups.setdefault((s.get("method"), s.get("dataset")), []).append(s)
+    for s in _fold_tests(summaries):
+        groups.setdefault((s.get("method"), s.get("dataset"), s.get("setting"), s.get("config")), []).append(s)
+    shared = [key[:2] for key in groups]
     rows = []
-    for (method, dataset), runs in groups.items():
+    for (method, dataset, setting, config), runs in groups.items():
+        if shared.count((method, dataset)) > 1:  # other experiments of the same method and data: say which
+            dataset = f"{dataset} {setting or ''} [config {config}]".replace("  ", " ")
         row = {
             "method": method,
             "dataset": dataset,
@@ -442,8 +467,13 @@ def aggregate_runs(summaries: Sequence[tuple[Path, dict]]) -> list[dict]:
 
 
 def _parts(rows: Sequence[dict]) -> list[tuple[str, str]]:
-    on_test = any("test" in r["selected_on"] for r in rows)
-    best = "best epoch, selected on the TEST set" if on_test else "best epoch (selected on validation)"
+    selected = {on for r in rows for on in r["selected_on"]}
+    if "test" in selected:
+        best = "best epoch, selected on the TEST set"
+    elif selected == {"validation"}:
+        best = "best epoch (selected on validation)"
+    else:  # summaries from datamodules that do not say (LongTailDataModule.validates_on_test)
+        best = "best epoch (selected on a split not recorded)"
     out = [("last", "last epoch"), ("best", best), ("test", "test set")]
     tests = sorted({k.split("/")[0] for r in rows for k in r if k.startswith("test@")})
     out += [(t, f"test set at the {t.removeprefix('test@')} checkpoint") for t in tests]
@@ -534,7 +564,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
             (out / name).write_text(text + "\n")
             written.append(out / name)
     try:
-        written += write_report(args.runs, args.out, args.split, args.epoch, args.names)
+        written += write_report(args.runs, out, args.split, args.epoch, args.names)
     except FileNotFoundError as err:
         if not summaries:
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -210,3 +211,47 @@ def test_corrupt_csv_names_the_file_and_the_fix(tmp_path, damage, match):
     with pytest.raises(ValueError, match=match) as err:
         main([str(tmp_path / "run"), "--out", str(tmp_path / "o")])
     assert str(csv_path) in str(err.value) and "evaluate the checkpoint again" in str(err.value)
+
+
+def _summary(folder: Path, **fields) -> tuple[Path, dict]:
+    nums = {"acc": 0.5, "many": 0.7, "medium": 0.5, "few": 0.3}
+    s = {"method": "SimCLR", "dataset": "CIFAR100LT", "setting": "IF100", "config": "aaaa0000", "selected_on": "validation"}
+    s.update({"val": {"last": nums, "best": nums}}, **fields)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.json").write_text(json.dumps(s))
+    return folder / "summary.json", s
+
+
+def test_runs_of_other_experiments_are_never_averaged_together(tmp_path, capsys):
+    from ltcl_lightning.report import aggregate_runs, markdown_table
+
+    low, high = {"acc": 0.2, "many": 0.2, "medium": 0.2, "few": 0.2}, {"acc": 0.6, "many": 0.6, "medium": 0.6, "few": 0.6}
+    summaries = [
+        _summary(tmp_path / "a0", seed=0),
+        _summary(tmp_path / "a1", seed=1),
+        # before: same method and dataset class, so averaged into the row above (IF 10 with IF 100)
+        _summary(tmp_path / "b0", seed=0, setting="IF10", config="bbbb1111", val={"last": high, "best": high}),
+        # a test of a0's checkpoint logged into a folder of its own: a0's test column, not a 4th run
+        _summary(tmp_path / "t", val=None, test=low, test_at={"best": {**low, "checkpoint": str(tmp_path / "a0/checkpoints/best.ckpt")}}),
+        _summary(tmp_path / "orphan", val=None, test=low, test_at={"best": {**low, "checkpoint": "/elsewhere/checkpoints/x.ckpt"}}),
+    ]
+    rows = {r["dataset"]: r for r in aggregate_runs(summaries)}
+    assert set(rows) == {"CIFAR100LT IF100 [config aaaa0000]", "CIFAR100LT IF10 [config bbbb1111]"}
+    a, b = rows["CIFAR100LT IF100 [config aaaa0000]"], rows["CIFAR100LT IF10 [config bbbb1111]"]
+    assert a["n"] == 2 and a["seeds"] == [0, 1] and a["best/acc"] == (50.0, 0.0)
+    assert b["n"] == 1 and b["best/acc"] == (60.0, 0.0)
+    assert "test@best/acc" not in a  # only one of its two runs was tested: no mean over a subset
+    assert "left out" in capsys.readouterr().err  # the orphan test, said so
+    one = aggregate_runs(summaries[:1] + summaries[3:4])
+    assert one[0]["n"] == 1 and one[0]["test@best/acc"] == (20.0, 0.0) and one[0]["dataset"] == "CIFAR100LT"
+    assert "| SimCLR | CIFAR100LT IF10 [config bbbb1111] | 1 |" in markdown_table(list(rows.values()))
+
+
+def test_experiment_id_ignores_only_the_seed_and_output_places():
+    from ltcl_lightning.callbacks.metadata import experiment_id
+
+    cfg = {"seed_everything": 0, "model": {"init_args": {"lr": 0.1}}, "trainer": {"max_epochs": 5, "default_root_dir": "a", "logger": None}}
+    same = {**cfg, "seed_everything": 3, "ckpt_path": "x.ckpt", "trainer": {**cfg["trainer"], "default_root_dir": "b", "logger": True}}
+    assert experiment_id(cfg) == experiment_id(same)
+    assert experiment_id(cfg) != experiment_id({**cfg, "model": {"init_args": {"lr": 0.2}}})
+    assert experiment_id(cfg) != experiment_id({**cfg, "trainer": {**cfg["trainer"], "max_epochs": 6}})

@@ -26,6 +26,7 @@ dataset and its imbalance (``IF100``, or the split file's name).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any
@@ -35,11 +36,21 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
-from ltcl_lightning.splits import resolve
+from ltcl_lightning.report import SUMMARY_FILE
 
 BEST_KEYS = ("epoch", "acc", "many", "medium", "few", "group_std")
-#: per-run numbers for ``ltcl report``: method, dataset, seed, val last/best, test
-SUMMARY_FILE = "summary.json"
+#: what differs between the runs of one experiment (seed, resumed checkpoint, output places, the
+#: config files' own paths): left out of its identity (:func:`experiment_id`)
+RUN_KEYS = ("seed_everything", "ckpt_path", "config", "method", "dataset")
+RUN_TRAINER_KEYS = ("logger", "default_root_dir")
+
+
+def experiment_id(cfg: dict[str, Any]) -> str:
+    """8 hex digits of a hash of the effective config without :data:`RUN_KEYS`: runs of one
+    experiment under different seeds share it, any other difference changes it."""
+    rest = {k: v for k, v in cfg.items() if k not in RUN_KEYS}
+    rest["trainer"] = {k: v for k, v in (cfg.get("trainer") or {}).items() if k not in RUN_TRAINER_KEYS}
+    return hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def _short(class_path: str | None) -> str:
@@ -85,30 +96,12 @@ def _numbers(res: dict[str, Any]) -> dict[str, float]:
     return {k: (int(res[k]) if k == "epoch" else float(res[k])) for k in BEST_KEYS if k in res}
 
 
-def _where(value) -> str:
-    try:
-        return os.path.abspath(resolve(value))
-    except (FileNotFoundError, ValueError):  # reported where the file is read; here only compared
-        return os.path.abspath(os.fspath(value))
-
-
 def selection(dm) -> str:
-    """What the best epoch was selected on: ``validation`` (a held-out split) or ``test`` (the
-    validation stage evaluates the test images: the paper-style, optimistic "best on test")."""
-    if dm is None:
-        return "unknown"
-    if getattr(dm, "val_per_class", 0):  # a seeded hold-out outside the test set
-        return "validation"
-    if type(dm).__name__.startswith("Digits"):
-        return "test"  # Digits-LT validates on its balanced test split
-    if hasattr(dm, "val_split_file"):  # CIFAR: the test set unless a held-out index file is given
-        return "test" if dm.val_split_file is None else "validation"
-    if hasattr(dm, "val_list"):  # list files: the test list when there is no val list, or it is the same file
-        val = dm.val_list or getattr(dm, "val_json", None)
-        if val is None or (dm.test_list is not None and _where(val) == _where(dm.test_list)):
-            return "test"
-        return "validation"
-    return "unknown"
+    """What the best epoch was selected on: ``validation`` (a held-out split), ``test`` (the
+    validation stage evaluates the test images: the paper-style, optimistic "best on test"), or
+    ``unknown`` (a datamodule that does not say: ``LongTailDataModule.validates_on_test``)."""
+    on_test = getattr(dm, "validates_on_test", None)
+    return "unknown" if on_test is None else "test" if on_test else "validation"
 
 
 def label_best_checkpoints(trainer) -> None:
@@ -222,8 +215,9 @@ class RunConfig(SaveConfigCallback):
             else:
                 logger.log_hyperparams(self._params)
 
-    def write_summary(self, trainer, pl_module, part: str, numbers: dict[str, Any]) -> None:
-        """Merge ``{part: numbers}`` into the run folder's ``summary.json`` (read by ``ltcl report``)."""
+    def write_summary(self, trainer, parts: dict[str, Any]) -> None:
+        """Merge ``parts`` (``{"val": ...}``, ``{"test": ..., "test_at": ...}``) into the run
+        folder's ``summary.json`` (read by ``ltcl report``)."""
         path = os.path.join(self._run_dir, SUMMARY_FILE)
         summary = json.loads(open(path).read()) if os.path.exists(path) else {}
         cfg = self._params or self.effective_config()
@@ -235,7 +229,12 @@ class RunConfig(SaveConfigCallback):
                 "selected_on": selection(trainer.datamodule),
             }
         )
-        summary[part] = numbers
+        # the experiment is the training run's: a test logged into its folder keeps it
+        summary.setdefault("setting", imbalance_tag(((cfg.get("data") or {}).get("init_args")) or {}))
+        summary.setdefault("config", experiment_id(cfg))
+        if "test_at" in parts:  # one entry per evaluated checkpoint
+            parts = {**parts, "test_at": {**summary.get("test_at", {}), **parts["test_at"]}}
+        summary.update(parts)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
             json.dump(summary, f, indent=1)
@@ -243,11 +242,8 @@ class RunConfig(SaveConfigCallback):
     def on_test_end(self, trainer, pl_module) -> None:
         test = getattr(pl_module, "last_eval", {}).get("test")
         if trainer.is_global_zero and test:
-            path = os.path.join(self._run_dir, SUMMARY_FILE)
-            at = (json.loads(open(path).read()) if os.path.exists(path) else {}).get("test_at", {})
-            at[checkpoint_label(trainer.ckpt_path)] = {**_numbers(test), "checkpoint": str(trainer.ckpt_path)}
-            self.write_summary(trainer, pl_module, "test_at", at)
-            self.write_summary(trainer, pl_module, "test", _numbers(test))
+            at = {checkpoint_label(trainer.ckpt_path): {**_numbers(test), "checkpoint": str(trainer.ckpt_path)}}
+            self.write_summary(trainer, {"test_at": at, "test": _numbers(test)})
 
     def on_fit_end(self, trainer, pl_module) -> None:
         best = getattr(pl_module, "best_val", None)
@@ -260,7 +256,7 @@ class RunConfig(SaveConfigCallback):
                 flush=True,
             )
         last = getattr(pl_module, "last_eval", {}).get("val")
-        self.write_summary(trainer, pl_module, "val", {"last": _numbers(last) if last else None, "best": _numbers(best)})
+        self.write_summary(trainer, {"val": {"last": _numbers(last) if last else None, "best": _numbers(best)}})
         metrics = {f"val_best/{k}": float(best[k]) for k in BEST_KEYS if k in best}
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

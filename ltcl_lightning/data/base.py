@@ -218,6 +218,12 @@ class LongTailDataModule(pl.LightningDataModule):
         """Return {'train': ..., 'val': ..., 'test': ...} (the keys this stage needs)."""
         raise NotImplementedError
 
+    @property
+    def validates_on_test(self) -> bool | None:
+        """Whether the validation stage evaluates the test images, so that a best epoch is
+        selected on the test set (the paper-style, optimistic "best on test"); None: unknown."""
+        return None
+
     def class_names_list(self) -> list[str]:
         return [str(c) for c in range(self.num_classes)]
 

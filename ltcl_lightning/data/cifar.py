@@ -229,6 +229,11 @@ class _CIFARLTDataModule(LongTailDataModule):
     def train_targets(self) -> np.ndarray:
         return np.asarray(self.train_base.targets, dtype=np.int64)[self.train_indices]
 
+    @property
+    def validates_on_test(self) -> bool:
+        """The test set, unless a hold-out (``val_per_class``) or an index file (``val_split_file``)."""
+        return not self.val_per_class and self.val_split_file is None
+
     def class_names_list(self) -> list[str]:
         return list(self.train_base.classes)
 

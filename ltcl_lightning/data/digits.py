@@ -122,6 +122,11 @@ class DigitsLTDataModule(LongTailDataModule):
     def train_targets(self) -> np.ndarray:
         return self._base.targets[self._split[0]]
 
+    @property
+    def validates_on_test(self) -> bool:
+        """The balanced test split, unless a ``val_per_class`` hold-out."""
+        return not self.val_per_class
+
     def build_datasets(self, stage: str) -> dict:
         train_idx, val_idx, test_idx = self._split
         out = {}

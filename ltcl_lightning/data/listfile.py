@@ -284,6 +284,14 @@ def pil_loader(path: str):
         ) from None
 
 
+def _where(value) -> str:
+    """The absolute path a list name or path resolves to (for comparing two lists)."""
+    try:
+        return os.path.abspath(splits.resolve(value))
+    except (FileNotFoundError, ValueError):  # reported where the file is read; here only compared
+        return os.path.abspath(os.fspath(value))
+
+
 def read_bytes(path: str) -> torch.Tensor:
     """The file's bytes as a 1-D uint8 tensor (what a loader worker does on the device-decode path)."""
     return torchvision.io.read_file(path)
@@ -546,6 +554,17 @@ class ListFileDataModule(LongTailDataModule):
 
     def train_targets(self) -> np.ndarray:
         return self.train_file.labels
+
+    @property
+    def validates_on_test(self) -> bool:
+        """True unless a ``val_per_class`` hold-out or a validation list other than the test
+        list: without ``val_list`` validation uses the test list, without ``test_list`` the test
+        stage evaluates the validation images (the selection set)."""
+        if self.val_per_class:
+            return False
+        if self.val_list is None or self.test_list is None:
+            return True
+        return _where(self.val_list) == _where(self.test_list)
 
     def class_names_list(self) -> list[str]:
         return class_names_from_paths(self.train_file, self.num_classes, self.class_name_depth)

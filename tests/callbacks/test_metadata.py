@@ -92,6 +92,13 @@ def test_selection_names_what_the_best_epoch_was_chosen_on():
         data_dir="x", train_list="t.txt", val_list="inaturalist18/iNaturalist18_val", test_list="inaturalist18/iNaturalist18_val"
     )
     assert selection(inat) == "test"
+    # before: with no test_list (the test stage then evaluates the validation list) this said
+    # "validation", and the recipe's best_on_test checkpoint was renamed best
+    val_only = INaturalist2018DataModule(data_dir="x", train_list="t.txt", val_list="inaturalist18/iNaturalist18_val")
+    assert selection(val_only) == "test"
+    distinct = INaturalist2018DataModule(data_dir="x", train_list="t.txt", val_list="v.txt", test_list="inaturalist18/iNaturalist18_val")
+    assert selection(distinct) == "validation"
+    assert selection(None) == "unknown" and selection(object()) == "unknown"  # a datamodule that does not say
 
 
 def test_ltcl_test_logs_best_and_last_into_the_training_run(tmp_path, capsys):

@@ -327,7 +327,7 @@ class LongTailDataModule(pl.LightningDataModule):
         start = batch_idx * self.batch_size
         return (torch.arange(start, start + n, device=device) < sampler.real_positions()).to(torch.float32)
 
-    def _loader(self, ds: Dataset, train: bool, split: str = "train") -> DataLoader:
+    def _loader(self, ds: Dataset, train: bool, split: str = "train", collate_fn: Callable | None = None) -> DataLoader:
         if self.device_resident:
             return self._resident_loader(ds, train, split)
         return (ResumableDataLoader if train else DataLoader)(
@@ -338,6 +338,7 @@ class LongTailDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.persistent_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
+            collate_fn=collate_fn,
         )
 
     def train_eval_dataset(self) -> EvalViewDataset:
@@ -380,16 +381,16 @@ class LongTailDataModule(pl.LightningDataModule):
             self._resident[key] = (ds.uint8_images().to(device), torch.as_tensor(ds.targets, dtype=torch.long).to(device))
         return self._resident[key]
 
-    def _generator(self, device: torch.device) -> torch.Generator:
-        """The device's generator for training views, re-seeded from (seed, rank, epoch) at each
-        epoch (host-side state: no synchronisation). ``device='cpu'`` also serves as the host
-        generator of the crop boxes of variable-size images."""
+    def _generator(self, device: torch.device, stream: Literal["views", "boxes"] = "views") -> torch.Generator:
+        """The generator of the training views on ``device`` (``stream='views'``) or of the crop
+        boxes of variable-size images (``'boxes'``, on the host), re-seeded from (seed, rank,
+        epoch) at each epoch (host-side state: no synchronisation); the two streams differ."""
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        key = str(device)
+        key = f"{stream}:{device}"
         held = self._generators.get(key)
         if held is None or held[0] != epoch:
             g = torch.Generator(device=device)
-            g.manual_seed(augmentation_seed(self.seed, dist.rank(), epoch) + (0 if torch.device(device).type != "cpu" else 1))
+            g.manual_seed(augmentation_seed(self.seed, dist.rank(), epoch) + (stream == "boxes"))
             held = (epoch, g)
             self._generators[key] = held
         return held[1]

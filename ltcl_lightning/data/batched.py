@@ -70,7 +70,9 @@ def resample_weights(start: torch.Tensor, length: torch.Tensor, in_size: int, ou
         raise ValueError(f"interpolation must be 'bicubic', 'bilinear' or 'nearest', got {interpolation!r}")
     kernel, support = _FILTERS[interpolation]
     dev = start.device
-    # float32 is exact enough: the taps differ from PIL's float64 ones by ~1e-7 of a grey level
+    # float32 (fast on every GPU): the taps differ from float64 ones by up to ~2e-5 and the
+    # resampled values by up to ~4e-3 of a grey level (500-1000 px inputs; 7e-4 at 32 px), which
+    # moves a value that close to a rounding boundary by one level: inside the stated tolerance
     length = length.float()[:, None, None]
     scale = length / out_size
     filterscale = scale.clamp_min(1.0)

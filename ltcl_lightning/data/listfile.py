@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Literal
 
 import numpy as np
@@ -24,9 +24,9 @@ from torch.utils.data import Dataset
 from ltcl_lightning import splits
 from ltcl_lightning.data import batched as B
 from ltcl_lightning.data.augment import Augmentation, EvalView
-from ltcl_lightning.data.base import IndexedDataset, LongTailDataModule
+from ltcl_lightning.data.base import IndexedDataset, LongTailDataModule, _as_augmentation
 from ltcl_lightning.data.longtail import check_val_per_class, hold_out_per_class
-from ltcl_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, MultiView, build_view, eval_transform, resolve_view
+from ltcl_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, MultiView, build_view, eval_transform
 
 _WHITESPACE = np.zeros(256, dtype=bool)
 _WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
@@ -304,8 +304,9 @@ def is_jpeg(data: torch.Tensor) -> bool:
 def decode_images(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
     """Decode encoded images (1-D uint8 host tensors) to (3, H, W) uint8 RGB on ``device``:
     the JPEGs in one batched ``torchvision.io.decode_jpeg(..., device=)`` call (nvJPEG on a
-    GPU), other formats (PNG, 16-bit PNG scaled to 8 bits as :func:`pil_loader` does) on the host
-    and copied."""
+    GPU), other formats (PNG, 16-bit PNG) on the host and copied, to the values :func:`pil_loader`
+    gives: 16-bit grey rounded to ``value / 257`` (its fix), 16-bit colour by its high byte (PIL's
+    own reading), grey (+ alpha) replicated to RGB, alpha dropped."""
     from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
     jpeg = [i for i, d in enumerate(data) if is_jpeg(d)]
@@ -317,12 +318,10 @@ def decode_images(data: list[torch.Tensor], device: torch.device) -> list[torch.
     for i, d in enumerate(data):
         if out[i] is None:
             im = decode_image(d, mode=ImageReadMode.UNCHANGED)
-            if im.dtype == torch.uint16:  # 16-bit PNG
-                im = (im.to(torch.int32) // 257).to(torch.uint8)
-            if im.shape[0] == 1:
-                im = im.expand(3, -1, -1)
-            elif im.shape[0] == 4:
-                im = im[:3]
+            grey = im.shape[0] <= 2  # L or LA
+            if im.dtype == torch.uint16:  # 16-bit PNG (257 is odd: (v + 128) // 257 == round(v / 257))
+                im = ((im.to(torch.int32) + 128) // 257 if grey else im.to(torch.int32) >> 8).to(torch.uint8)
+            im = im[:1].expand(3, -1, -1) if grey else im[:3]
             out[i] = im.contiguous().to(device)
     return out  # type: ignore[return-value]
 
@@ -481,8 +480,11 @@ class ListFileDataModule(LongTailDataModule):
         self.verify = verify
         if decode not in ("workers", "device"):
             raise ValueError(f"decode must be 'workers' or 'device', got {decode!r}")
-        if decode == "device" and self.device_resident:
-            raise ValueError("list-file data is not device_resident (it does not fit in device memory); use decode='device'")
+        if self.device_resident:
+            raise ValueError(
+                "list-file data cannot be device_resident (the images do not fit in device memory): set "
+                "device_resident=false; decode='device' decodes and augments the batches on the device"
+            )
         self.decode = decode
         self._verified: set[str] = set()
 
@@ -588,51 +590,39 @@ class ListFileDataModule(LongTailDataModule):
             if count:
                 raise FileNotFoundError(missing_message(self.data_dir, lf, count, first))
             self._verified.add(lf.source)
-        if self.decode == "device":
-            return IndexedDataset(ListFileDataset(self.data_dir, lf, loader=read_bytes), lf.labels, _bytes_only)
         return IndexedDataset(ListFileDataset(self.data_dir, lf), lf.labels, transform)
 
     # ----- device decode ------------------------------------------------------------------------
-    def _loader(self, ds, train: bool, split: str = "train"):
-        loader = super()._loader(ds, train, split)
+    def _loader(self, ds, train: bool, split: str = "train", collate_fn=None):
         if self.decode != "device":
-            return loader
-        from functools import partial
+            return super()._loader(ds, train, split, collate_fn)
+        # the loader reads the files' bytes only; on_after_batch_transfer decodes and augments
+        # them (the datasets themselves keep decoding images, for kNN and the probes)
+        base = ds.base
+        encoded = IndexedDataset(ListFileDataset(base.root, base.list_file, loader=read_bytes), base.targets, _bytes_only, ds.indices)
+        return super()._loader(encoded, train, split, collate_fn=partial(_encoded_collate, split="train" if train else split))
 
-        from torch.utils.data import DataLoader
+    def _device_view(self, view) -> Augmentation:
+        return _as_augmentation(EvalView(resize_for(self.image_size)) if view == "eval" else view, "decode='device' view")
 
-        split = split if train else ("eval" if split == "train" else split)  # probe loaders evaluate
-        return DataLoader(
-            ds,
-            batch_size=loader.batch_size,
-            sampler=loader.sampler if train else None,
-            drop_last=loader.drop_last,
-            num_workers=self.num_workers,
-            persistent_workers=self.persistent_workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            collate_fn=partial(_encoded_collate, split=split),
-        )
+    @cached_property
+    def train_augmentations(self) -> list[Augmentation]:
+        return [self._device_view(v) for v in self.train_views]
 
-    def _device_view(self, view):
-        if view == "eval":
-            return EvalView(resize_for(self.image_size))
-        return resolve_view(view)
+    @cached_property
+    def eval_augmentation(self) -> Augmentation:
+        return self._device_view(self.eval_view)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if not isinstance(batch, EncodedBatch):
             return super().on_after_batch_transfer(batch, dataloader_idx)
         device = batch.index.device
         images = decode_images(batch.data, device)
-        train = batch.split == "train"
-        views = [self._device_view(v) for v in (self.train_views if train else [self.eval_view])]
-        gen, host = self._generator(device), self._generator(torch.device("cpu"))
-        norm = self._normalisation(device)
-        out = []
-        for v in views:
-            if not isinstance(v, Augmentation):
-                raise TypeError(f"decode='device' needs Augmentation views or preset names, got {v!r}")
-            out.append(B.normalize(v.batched_list(images, gen, host, self.image_size), *(norm or (None, None))))
-        return batch.index, out, batch.target
+        augs = self.train_augmentations if batch.split == "train" else [self.eval_augmentation]
+        gen, host = self._generator(device), self._generator(torch.device("cpu"), stream="boxes")
+        norm = self._normalisation(device) or (None, None)
+        views = [B.normalize(a.batched_list(images, gen, host, self.image_size), *norm) for a in augs]
+        return batch.index, views, batch.target
 
     def build_datasets(self, stage: str) -> dict:
         _ = self.class_counts  # validates the training list at set-up for every stage
@@ -658,4 +648,4 @@ class ListFileDataModule(LongTailDataModule):
             ds = self._dataset(self.train_file, self.eval_transform())
         else:
             raise ValueError(f"which must be 'fewshot' or 'train', got {which!r}")
-        return self._loader(ds, train=False)
+        return self._loader(ds, train=False, split="probe")

@@ -11,6 +11,8 @@ rounding), and a device-decode batch arrives on the GPU.
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import PIL.Image
@@ -22,7 +24,7 @@ from torchvision.transforms.v2 import functional as F
 from ltcl_lightning.data import batched as B
 from ltcl_lightning.data.augment import SimCLRAugment, crop_each
 from ltcl_lightning.data.imagenet import ImageNetLTDataModule
-from ltcl_lightning.data.listfile import EncodedBatch, decode_images, read_bytes
+from ltcl_lightning.data.listfile import EncodedBatch, decode_images, pil_loader, read_bytes
 
 
 def _jpeg(tmp_path, h: int, w: int, seed: int = 0) -> str:
@@ -60,14 +62,40 @@ def test_cpu_decode_and_crop_match_pil(tmp_path):
     assert (got - ref).abs().max() <= 2
 
 
+def _png16_rgb(x: np.ndarray) -> bytes:
+    """A 16-bit RGB PNG (PIL writes none): signature, IHDR, one zlib IDAT of unfiltered rows, IEND."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    h, w, _ = x.shape
+    rows = b"".join(b"\x00" + x[i].astype(">u2").tobytes() for i in range(h))
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
 def test_png_and_16_bit_png_decode_on_the_host_path(tmp_path):
+    rng = np.random.default_rng(0)
     arr = (np.arange(12 * 10, dtype=np.uint16).reshape(12, 10) * 500).astype(np.uint16)
-    buf = io.BytesIO()
-    PIL.Image.fromarray(arr).save(buf, format="PNG")
-    (tmp_path / "a.png").write_bytes(buf.getvalue())
-    (im,) = decode_images([read_bytes(str(tmp_path / "a.png"))], torch.device("cpu"))
-    assert im.shape == (3, 12, 10) and im.dtype == torch.uint8
-    assert torch.equal(im[0], torch.from_numpy((arr.astype(np.int32) // 257).astype(np.uint8)))
+    files = {
+        "grey16": arr,
+        "la": rng.integers(0, 256, (12, 10, 2), dtype=np.uint8),
+        "rgba": rng.integers(0, 256, (12, 10, 4), dtype=np.uint8),
+    }
+    for name, a in files.items():
+        buf = io.BytesIO()
+        PIL.Image.fromarray(a, mode={"la": "LA", "rgba": "RGBA"}.get(name)).save(buf, format="PNG")
+        (tmp_path / f"{name}.png").write_bytes(buf.getvalue())
+    rgb16 = (np.arange(12 * 10 * 3) * 37 % 65536).astype(np.uint16).reshape(12, 10, 3)
+    (tmp_path / "rgb16.png").write_bytes(_png16_rgb(rgb16))
+    for name in [*files, "rgb16"]:
+        path = str(tmp_path / f"{name}.png")
+        (im,) = decode_images([read_bytes(path)], torch.device("cpu"))
+        assert im.shape == (3, 12, 10) and im.dtype == torch.uint8, name
+        # the worker path's values: before, 16-bit images were floored (v // 257), which differs
+        # from pil_loader's round(v / 257) on half the grey values and from PIL's high byte on colour
+        assert torch.equal(im, torch.from_numpy(np.array(pil_loader(path))).permute(2, 0, 1)), name
+    assert torch.equal(im[0], torch.from_numpy((rgb16[..., 0] >> 8).astype(np.uint8)))
 
 
 def test_crop_boxes_of_variable_size_images():
@@ -106,6 +134,31 @@ def test_device_decode_datamodule_batches(imagenet_lt_folder):
     wi, wv, wt = next(iter(worker.val_dataloader()))
     assert torch.equal(vi, wi) and torch.equal(vt, wt)
     assert (vv[0] - wv[0][0 : len(vi)]).abs().max() < 0.05  # same eval view, PIL vs torchvision decode
+
+
+def test_device_decode_keeps_its_views_datasets_and_resumable_loader(imagenet_lt_folder):
+    from ltcl_lightning.data.base import ResumableDataLoader
+
+    args = {k: v for k, v in imagenet_lt_folder.items()}
+    dm = ImageNetLTDataModule(**args, batch_size=4, num_workers=0, decode="device", train_views=["simclr", "randaugment"])
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert isinstance(loader, ResumableDataLoader)  # before: a plain DataLoader (Lightning warns on a mid-epoch resume)
+    batch = next(iter(loader))
+    # the same view objects every step (before: rebuilt per batch, their device tables with them)
+    calls = []
+    for aug in dm.train_augmentations:
+        aug.batched_list = (lambda f: lambda *a, **k: calls.append(f) or f(*a, **k))(aug.batched_list)
+    dm.on_after_batch_transfer(batch, 0)
+    dm.on_after_batch_transfer(batch, 0)
+    assert len(calls) == 4
+    # the datasets still decode images (kNN and the probes read them without the hook)
+    s = imagenet_lt_folder["image_size"]
+    assert dm.datasets["val"][0][1][0].shape == (3, s, s) and dm.train_eval_dataset()[0][1][0].shape == (3, s, s)
+    # the host stream of crop boxes is not the views' stream, on the CPU too
+    assert dm._generator(torch.device("cpu")) is not dm._generator(torch.device("cpu"), stream="boxes")
+    with pytest.raises(ValueError, match="set device_resident=false"):
+        ImageNetLTDataModule(**args, device_resident=True)
 
 
 @pytest.mark.gpu

@@ -1,7 +1,7 @@
 """Supervised contrast of queries against momentum keys and a queue (MoCo-style contrast set).
 
-The contrast set of PaCo / GPaCo (Cui et al., ICCV 2021, ``PaCo/LT/losses.py``) and KCL:
-``[queries, keys, queue]``. An anchor is a query ``q_i`` (online encoder, with gradient); its
+The contrast set of PaCo / GPaCo (Cui et al., ICCV 2021, ``PaCo/LT/losses.py``):
+``[queries, keys, queue]`` (KCL / TSC contrast ``[own key, queue, targets]``: ``losses/kcl.py``). An anchor is a query ``q_i`` (online encoder, with gradient); its
 candidates are every query but itself, every key ``k_j`` (momentum encoder, no gradient) and
 every queued key; positives share the anchor's label (its own key is always one).
 

@@ -59,6 +59,7 @@ class KCL(LongTailMethod):
             raise ValueError(f"need temperature > 0 and num_positives >= 1, got {temperature}, {num_positives}")
         self.temperature, self.num_positives, self.sample_seed = temperature, num_positives, sample_seed
         self.ema_momentum = ema_momentum
+        self.target_weight = 1.0  # of the target term; KCL has no targets (TSC sets its --tw)
         # reference mlp: Linear(d, d) -> ReLU -> fc(d, dim)
         self.projector = nn.Sequential(nn.Linear(self.feat_dim, self.feat_dim), nn.ReLU(), nn.Linear(self.feat_dim, proj_dim))
         self.key_encoder = MomentumEncoder(self.backbone, self.projector)
@@ -92,7 +93,7 @@ class KCL(LongTailMethod):
             self._scores(q.shape[0]),
             targets,
             target_positive,
-            getattr(self, "target_weight", 1.0),
+            self.target_weight,
         )
         self.queue.enqueue(k, target)
         out = {"loss": loss_class + loss_target, "features": h, "loss_class": loss_class.detach()}

@@ -10,8 +10,10 @@ on the unit sphere, generated once, and their assignment to classes by optimal m
   ``KCL.forward``. Targets, centroids and the assignment are persistent buffers (checkpointed,
   identical on every rank).
 
-Difference from the official code: the targets are generated at construction from a seed
-(``target_seed``; the official loads a precomputed ``.npy``), then live in the checkpoint.
+Difference from the official code: the targets are generated from a seed (``target_seed``; the
+official loads a precomputed ``.npy``) at their first use, on the host, identically on every rank,
+then live in the checkpoint. Not at construction: 10,000 Adam steps take minutes for 1000 classes,
+which a model built to load a checkpoint (resume, probe, export) would throw away.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from ltcl_lightning.modules.vmf import class_sums
 from ltcl_lightning.utils import dist
 
 
@@ -33,21 +36,21 @@ def uniform_targets(num: int, dim: int, steps: int = 10000, lr: float = 1e-3, t:
     x = torch.randn(num, dim, generator=g).requires_grad_()
     opt = torch.optim.Adam([x], lr=lr)
     best, best_loss = F.normalize(x.detach(), dim=1), float("inf")
-    for _ in range(steps + 1):
-        xn = F.normalize(x, dim=1)
-        loss = torch.logsumexp(xn @ xn.T / t, dim=1).mean()
-        if loss.item() < best_loss:
-            best_loss, best = loss.item(), xn.detach().clone()
-        if _ == steps:
-            break
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    with torch.inference_mode(False), torch.enable_grad():  # also when first used inside no_grad code
+        for _ in range(steps + 1):
+            xn = F.normalize(x, dim=1)
+            loss = torch.logsumexp(xn @ xn.T / t, dim=1).mean()
+            if loss.item() < best_loss:
+                best_loss, best = loss.item(), xn.detach().clone()
+            if _ == steps:
+                break
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     return best
 
 
 class TargetAssignment(nn.Module):
-    targets: torch.Tensor
     centroids: torch.Tensor
     assignment: torch.Tensor
 
@@ -63,22 +66,45 @@ class TargetAssignment(nn.Module):
         if repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {repeats}")
         self.num_classes, self.repeats, self.momentum = num_classes, repeats, momentum
-        unique = uniform_targets(num_classes, dim, steps=steps, seed=seed)
-        self.register_buffer("targets", unique.repeat_interleave(repeats, dim=0))  # (C * tr, p)
+        self._steps, self._seed, self._ready = steps, seed, False
+        self.register_buffer("targets", torch.zeros(num_classes * repeats, dim))  # see the property
         g = torch.Generator().manual_seed(seed + 1)
         self.register_buffer("centroids", F.normalize(torch.randn(num_classes, dim, generator=g), dim=1))
         self.register_buffer("assignment", torch.arange(num_classes))  # class -> target index
 
+    @property  # type: ignore[no-redef]
+    def targets(self) -> torch.Tensor:
+        """(C * tr, p): the class targets, generated from the seed at the first use unless a
+        state dict was loaded (a saved state dict always holds them)."""
+        buffers = self.__dict__.get("_buffers", {})
+        if "targets" not in buffers:
+            raise AttributeError("targets")  # not registered yet (register_buffer asks)
+        if not self._ready:
+            unique = uniform_targets(self.num_classes, buffers["targets"].shape[1], steps=self._steps, seed=self._seed)
+            with torch.no_grad():
+                buffers["targets"].copy_(unique.repeat_interleave(self.repeats, dim=0))
+            self._ready = True
+        return buffers["targets"]
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        _ = self.targets  # generated first: a checkpoint never holds the placeholder
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "targets" in state_dict:
+            self._ready = True
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @torch.no_grad()
     def update(self, q: torch.Tensor, labels: torch.Tensor, gather: bool = True) -> None:
         """EMA of the normalised class means of ``q`` (all ranks), then the optimal matching."""
-        if gather:
-            sizes = dist.gather_sizes(q.shape[0], q.device)
-            q, labels = dist.gather(q.detach(), sizes=sizes), dist.gather(labels, sizes=sizes)
-        sums = torch.zeros_like(self.centroids).index_add_(0, labels, q.detach().to(self.centroids.dtype))
-        counts = torch.zeros(self.num_classes, device=q.device).index_add_(0, labels, torch.ones_like(labels, dtype=torch.float))
+        q, labels = q.detach(), labels.detach().long()
+        if gather and dist.is_distributed():  # one collective: the labels ride along as an exact float64 column
+            packed = dist.gather(torch.cat([q.to(torch.float64), labels.to(torch.float64)[:, None]], 1))
+            q, labels = packed[:, :-1], packed[:, -1].long()
+        sums, counts = class_sums(q, labels, self.num_classes)
         present = counts > 0
-        batch_means = F.normalize(sums, dim=1)
+        batch_means = F.normalize(sums, dim=1).to(self.centroids.dtype)
         moved = F.normalize(self.momentum * self.centroids + (1 - self.momentum) * batch_means, dim=1)
         self.centroids.copy_(torch.where(present[:, None], moved, self.centroids))
         cosine = (self.centroids @ self.targets[:: self.repeats].T).double().cpu().numpy()

@@ -32,6 +32,24 @@ import torch.nn.functional as F
 from ltcl_lightning.utils import dist
 
 
+@torch.no_grad()
+def class_sums(z: torch.Tensor, y: torch.Tensor, num_classes: int, weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class sums (C, p) float64 and counts (C,) float64 of the rows of ``z`` (each row times
+    its 0/1 ``weight``: 0 drops a padded repeat), O(N p) memory, in the same summation order on
+    every rank (state that every rank updates from the gathered batch must stay identical)."""
+    z = z.detach().to(torch.float64)
+    w = torch.ones_like(y, dtype=torch.float64) if weight is None else weight.to(torch.float64)
+    if z.is_cuda:
+        # index_add_ on CUDA accumulates with atomics (summation order varies run to run,
+        # so ranks could drift apart); a float64 one-hot matmul is deterministic
+        onehot = F.one_hot(y, num_classes).to(torch.float64) * w[:, None]
+        return onehot.T @ z, onehot.sum(0)
+    sums = torch.zeros(num_classes, z.shape[1], dtype=torch.float64, device=z.device).index_add_(0, y, z * w[:, None])
+    # index_add_ rather than bincount: bincount sizes its output from the data (a host sync on a GPU)
+    counts = torch.zeros(num_classes, dtype=torch.float64, device=z.device).index_add_(0, y, w)
+    return sums, counts
+
+
 class VMFEstimator(nn.Module):
     seed: torch.Tensor  # buffers, registered in __init__
     num_resets: torch.Tensor
@@ -89,21 +107,9 @@ class VMFEstimator(nn.Module):
         return True
 
     # ----- update ----------------------------------------------------------------------------------
-    @torch.no_grad()
     def class_sums(self, z: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-class sums (C, p) float64 and counts (C,) float64 of the rows of ``z`` (each
-        row times its 0/1 ``weight``: 0 drops a padded repeat), O(N p) memory."""
-        z = z.detach().to(torch.float64)
-        w = torch.ones_like(y, dtype=torch.float64) if weight is None else weight.to(torch.float64)
-        if z.is_cuda:
-            # index_add_ on CUDA accumulates with atomics (summation order varies run to run,
-            # so ranks could drift apart); a float64 one-hot matmul is deterministic
-            onehot = F.one_hot(y, self.num_classes).to(torch.float64) * w[:, None]
-            return onehot.T @ z, onehot.sum(0)
-        sums = torch.zeros(self.num_classes, self.dim, dtype=torch.float64, device=z.device).index_add_(0, y, z * w[:, None])
-        # index_add_ rather than bincount: bincount sizes its output from the data (a host sync on a GPU)
-        counts = torch.zeros(self.num_classes, dtype=torch.float64, device=z.device).index_add_(0, y, w)
-        return sums, counts
+        """:func:`class_sums` over this estimator's classes."""
+        return class_sums(z, y, self.num_classes, weight)
 
     @torch.no_grad()
     def update(self, z: torch.Tensor, y: torch.Tensor, gather: bool = True, weight: torch.Tensor | None = None) -> None:

@@ -67,3 +67,19 @@ def test_checkpoint_round_trip():
     b.load_state_dict(torch.load(buf, weights_only=True))
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
+
+
+def test_targets_are_generated_once_at_first_use_and_never_for_a_loaded_state(monkeypatch):
+    import ltcl_lightning.modules.tsc_targets as mod
+
+    calls = []
+    real = mod.uniform_targets
+    monkeypatch.setattr(mod, "uniform_targets", lambda *a, **k: calls.append(a) or real(*a, **k))
+    a = TargetAssignment(4, 6, steps=20, seed=2)
+    assert calls == []  # before: 10,000 Adam steps in every constructor (minutes for 1000 classes)
+    state = a.state_dict()  # saving generates them: a checkpoint never holds the zero placeholder
+    assert len(calls) == 1 and torch.equal(state["targets"], real(4, 6, steps=20, seed=2))
+    assert torch.equal(a.targets, state["targets"]) and len(calls) == 1  # once
+    b = TargetAssignment(4, 6, steps=20, seed=7)
+    b.load_state_dict(state)  # a resume, probe or export: the checkpoint's targets, nothing generated
+    assert torch.equal(b.targets, state["targets"]) and len(calls) == 1

@@ -31,6 +31,12 @@ _BEST_KEYS = ("acc", "mean_class_acc", *GROUP_NAMES, "group_std")
 _NO_BEST = {"epoch": -1, **{k: 0.0 for k in _BEST_KEYS}}
 
 
+def _upgrade(module: LongTailMethod, state_dict: dict, prefix: str, *_) -> None:
+    """``load_state_dict`` pre-hook: :meth:`LongTailMethod.upgrade_state` on every load path
+    (Lightning's resume and ``load_from_checkpoint``, ``load_pretrained``, a plain call)."""
+    module.upgrade_state(state_dict, prefix)
+
+
 def _regroup(module: LongTailMethod, *_) -> None:
     """Recompute the class groups from the class counts (also a ``load_state_dict`` post-hook)."""
     module.class_group.copy_(class_groups(module.class_counts, module.grouping))
@@ -87,6 +93,7 @@ class LongTailMethod(pl.LightningModule):
         # Many / Medium / Few id of every class, derived from class_counts whenever they change
         self.register_buffer("class_group", class_groups(counts, grouping), persistent=False)
         self.register_load_state_dict_post_hook(_regroup)
+        self.register_load_state_dict_pre_hook(_upgrade)
         # the best validation epoch so far (published ProCo / BalancedCL numbers are best-epoch),
         # kept in checkpoints so that it survives a resume; epoch -1 = none yet
         self.best_val: dict[str, float] = dict(_NO_BEST)
@@ -95,6 +102,10 @@ class LongTailMethod(pl.LightningModule):
         self._eval_finite: dict[str, torch.Tensor] = {}  # per stage: were all evaluation logits finite
 
     # ----- hooks for method files ----------------------------------------------------------
+    def upgrade_state(self, state: dict[str, Any], prefix: str) -> None:
+        """Rename, in place, the entries of a state dict written by an older version (keys start
+        with ``prefix``) to this version's names; methods that moved state extend it."""
+
     def build_backbone(self, name: str | nn.Module) -> nn.Module:
         return build_backbone(name)
 

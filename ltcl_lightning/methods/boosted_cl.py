@@ -84,17 +84,16 @@ class MomentumBoosted(LongTailMethod):
             state["sample_weight"] = PerSampleState(self.momentum.weight.detach().cpu(), self._sample_target)
         return state
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        state = checkpoint.get("state_dict", {})
-        if "momentum_loss" in state:  # a 0.1.0 checkpoint: rename, and date the weights it holds
-            state.pop("sample_target", None)
+    def upgrade_state(self, state: dict[str, Any], prefix: str) -> None:
+        super().upgrade_state(state, prefix)
+        if prefix + "momentum_loss" in state:  # a 0.1.0 checkpoint: rename, and date the weights it holds
+            state.pop(prefix + "sample_target", None)
             for old, new in _V010_KEYS.items():
-                state[new] = state.pop(old)
-            w, last = state["momentum.weight"], int(state["momentum.last_epoch"].max())
+                state[prefix + new] = state.pop(prefix + old)
+            w, last = state[prefix + "momentum.weight"], int(state[prefix + "momentum.last_epoch"].max())
             # weights of the end of the last updated epoch, of the one before, or none yet
-            epoch = -1 if not w.any() else last if torch.equal(w, momentum_weights(state["momentum.loss"])) else last - 1
-            state["momentum.weight_epoch"] = torch.tensor(epoch, dtype=torch.long)
+            epoch = -1 if not w.any() else last if torch.equal(w, momentum_weights(state[prefix + "momentum.loss"])) else last - 1
+            state[prefix + "momentum.weight_epoch"] = torch.tensor(epoch, dtype=torch.long)
 
 
 class BoostedCL(MomentumBoosted, SimCLR):

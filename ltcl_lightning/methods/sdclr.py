@@ -84,8 +84,7 @@ class SDCLR(SimCLR):
 
         return list(super().configure_callbacks()) + self.callbacks_unless_listed(MaskRepruning())
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        state = checkpoint.get("state_dict", {})
-        if "mask_epoch" in state:  # a 0.1.0 checkpoint: the method held the masks' epoch
-            state["backbone.mask_epoch"] = state.pop("mask_epoch")
+    def upgrade_state(self, state: dict[str, Any], prefix: str) -> None:
+        super().upgrade_state(state, prefix)
+        if prefix + "mask_epoch" in state:  # a 0.1.0 checkpoint: the method held the masks' epoch
+            state[prefix + "backbone.mask_epoch"] = state.pop(prefix + "mask_epoch")

@@ -396,6 +396,15 @@ def test_v010_checkpoint_with_the_method_level_mask_epoch_loads(uninterrupted, t
     torch.save(ck, tmp_path / "old.ckpt")
     loaded = SDCLR.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu", weights_only=True)
     assert int(loaded.backbone.mask_epoch) == 2 and loaded.backbone.start_epoch(2) is None  # epoch 2's masks, kept
+    # also outside Lightning's loading: before, load_pretrained (probe, export) refused the file
+    # ("first mismatched keys: ['backbone.mask_epoch']"), since only on_load_checkpoint renamed
+    from ltcl_lightning.methods.linear_probe import load_pretrained
+
+    backbone = load_pretrained(str(tmp_path / "old.ckpt"))[0]
+    assert int(backbone.mask_epoch) == 2 and torch.equal(backbone.state_dict()["mask_epoch"], loaded.backbone.mask_epoch)
+    plain = SDCLR(**{k: v for k, v in loaded.hparams.items() if not k.startswith("_")})
+    plain.load_state_dict(ck["state_dict"])  # a plain load_state_dict of the old names, strict
+    assert int(plain.backbone.mask_epoch) == 2
 
 
 def test_mask_repruning_refuses_a_method_without_a_pruned_backbone():

@@ -1,6 +1,7 @@
-"""GPU paths of the issue-14 methods, marked ``gpu`` (skipped without CUDA): the log-space
-hard-negative NT-Xent in bf16 at a temperature where the official exp() loses the positive,
-and one bf16-mixed PaCo / KCL fit step on the device (queue in float32, keys enqueued from bf16)."""
+"""bf16 paths of the issue-14 methods, on the CPU and (marked ``gpu``, skipped without CUDA) on
+the GPU: the log-space hard-negative NT-Xent in bf16 at a temperature where the official exp()
+loses the positive, and bf16-mixed PaCo / KCL fit steps (queue in float32, keys enqueued from
+bf16)."""
 
 import lightning.pytorch as pl
 import pytest
@@ -11,13 +12,17 @@ from ltcl_lightning.losses.hard_negative import hard_negative_nt_xent_loss
 from ltcl_lightning.methods.kcl import KCL
 from ltcl_lightning.methods.paco import PaCo
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]),
+]
 
 
-def test_hard_negative_bf16_close_to_float64():
-    g = torch.Generator(device="cuda").manual_seed(0)
-    z1 = torch.nn.functional.normalize(torch.randn(256, 128, device="cuda", generator=g, dtype=torch.float64), dim=1)
-    z2 = torch.nn.functional.normalize(z1 + 0.3 * torch.randn(256, 128, device="cuda", generator=g, dtype=torch.float64), dim=1)
+@pytest.mark.parametrize("device", DEVICES)
+def test_hard_negative_bf16_close_to_float64(device):
+    g = torch.Generator(device=device).manual_seed(0)
+    z1 = torch.nn.functional.normalize(torch.randn(256, 128, device=device, generator=g, dtype=torch.float64), dim=1)
+    z2 = torch.nn.functional.normalize(z1 + 0.3 * torch.randn(256, 128, device=device, generator=g, dtype=torch.float64), dim=1)
     ref = hard_negative_nt_xent_loss(z1, z2, 0.05, 0.1, 1.0)
     low = hard_negative_nt_xent_loss(z1.bfloat16(), z2.bfloat16(), 0.05, 0.1, 1.0)
     assert torch.isfinite(low) and abs(float(low) - float(ref)) < 0.05 * float(ref)
@@ -30,10 +35,11 @@ def test_hard_negative_bf16_close_to_float64():
         lambda: KCL(10, backbone="tiny", proj_dim=16, queue_size=64, temperature=0.1),
     ],
 )
-def test_bf16_fit_steps_on_cuda(make, tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_fit_steps(make, device, tmp_path):
     model = make()
     trainer = pl.Trainer(
-        accelerator="gpu",
+        accelerator="gpu" if device == "cuda" else "cpu",
         devices=1,
         precision="bf16-mixed",
         max_steps=3,

@@ -52,7 +52,6 @@ class ComputeSwitches(pl.Callback):
         self.compile = compile
         self.compile_mode = compile_mode
         self.compile_backend = compile_backend
-        self._applied = False
 
     def apply(self, pl_module: pl.LightningModule) -> None:
         """Switch ``pl_module`` (idempotent)."""

@@ -76,7 +76,8 @@ def test_stage_two_class_balanced_linear_classifier_on_a_kcl_checkpoint(tmp_path
     probe = LinearProbe(10, checkpoint=str(ckpt), method="ltcl_lightning.methods.kcl.KCL")
     torch.testing.assert_close(probe.backbone.state_dict()["net.0.weight"], saved["backbone.net.0.weight"])
     dm = DigitsLTDataModule(batch_size=16, train_views=["eval"], sampler="class_balanced")
-    pl.Trainer(
+    head = {k: v.clone() for k, v in probe.state_dict().items() if not k.startswith("backbone.")}
+    stage2 = pl.Trainer(
         accelerator="cpu",
         max_steps=1,
         limit_val_batches=1,
@@ -84,4 +85,10 @@ def test_stage_two_class_balanced_linear_classifier_on_a_kcl_checkpoint(tmp_path
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=tmp_path / "probe",
-    ).fit(probe, dm)
+    )
+    stage2.fit(probe, dm)
+    # the classifier trained, the KCL backbone stayed frozen, the batches were class-balanced
+    assert any(not torch.equal(v, probe.state_dict()[k]) for k, v in head.items() if v.is_floating_point())
+    torch.testing.assert_close(probe.backbone.state_dict()["net.0.weight"], saved["backbone.net.0.weight"], rtol=0, atol=0)
+    assert type(stage2.train_dataloader.sampler).__name__ == "ClassAwareSampler"
+    assert stage2.global_step == 1

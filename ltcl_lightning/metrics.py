@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from torchmetrics import Metric
-from torchmetrics.functional.classification import multiclass_accuracy, multiclass_confusion_matrix
+from torchmetrics.functional.classification import binary_calibration_error, multiclass_accuracy, multiclass_confusion_matrix
 from torchmetrics.utilities import dim_zero_cat
 
 from ltcl_lightning.longtail import GROUP_NAMES, group_means
@@ -50,15 +50,12 @@ def most_confused_pairs(
 
 def expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = 15) -> float:
     """ECE (Guo et al., ICML 2017): ``sum_b |B_b|/N |acc(B_b) - conf(B_b)|`` over ``n_bins`` equal-width
-    confidence bins (right-closed, as torchmetrics' ``binary_calibration_error``: 15 bins, L1)."""
+    confidence bins: torchmetrics' ``binary_calibration_error`` (L1), on float64 values (in float32
+    its sums drift: 0.6 % of the value at 1e5 samples)."""
     conf = confidence.double().flatten()
     if conf.numel() == 0:
         return 0.0
-    hit = correct.double().flatten()
-    bins = torch.bucketize(conf, torch.linspace(0, 1, n_bins + 1, dtype=torch.float64, device=conf.device)[1:-1])
-    count = torch.zeros(n_bins, dtype=torch.float64, device=conf.device).index_add_(0, bins, torch.ones_like(conf))
-    gap = torch.zeros_like(count).index_add_(0, bins, hit - conf)
-    return float(gap.abs().sum() / conf.numel())
+    return float(binary_calibration_error(conf, correct.flatten().long(), n_bins=n_bins, norm="l1"))
 
 
 class LongTailAccuracy(Metric):

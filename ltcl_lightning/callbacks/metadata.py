@@ -132,12 +132,11 @@ def log_test_into_training_run(config) -> None:
     if os.path.basename(folder) != "checkpoints":
         return
     run = os.path.dirname(folder)
-    try:
-        import tensorboard  # noqa: F401  (Lightning's own default: TensorBoard if installed, else CSV)
+    from lightning.fabric.loggers.tensorboard import _TENSORBOARD_AVAILABLE, _TENSORBOARDX_AVAILABLE
 
-        logger_class = "lightning.pytorch.loggers.TensorBoardLogger"
-    except ImportError:
-        logger_class = "lightning.pytorch.loggers.CSVLogger"
+    # Lightning's own default logger (its logger connector's condition)
+    tb = _TENSORBOARD_AVAILABLE or _TENSORBOARDX_AVAILABLE
+    logger_class = "lightning.pytorch.loggers.TensorBoardLogger" if tb else "lightning.pytorch.loggers.CSVLogger"
     config.trainer.logger = Namespace(
         class_path=logger_class,
         init_args=Namespace(

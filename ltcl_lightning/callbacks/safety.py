@@ -32,8 +32,8 @@ class FiniteLossCheck(pl.Callback):
     exits 0 with a "predict class 0 everywhere" model.
 
     Every step only records on the device (no host sync: the zero-syncs-per-step guarantee holds
-    with this callback on). The record is read every ``check_every_n_steps`` steps (Lightning's
-    own logging interval by default), at the end of every training epoch, before every
+    with this callback on). The record is read every ``check_every_n_steps`` steps (50 by
+    default), at the end of every training epoch, before every
     validation run and before every checkpoint is written, so a diverged model is never
     validated, selected as best or saved; the error names the exact first bad step whenever it
     is read. Under DDP the ranks agree through one reduction per check.

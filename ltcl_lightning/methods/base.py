@@ -100,6 +100,10 @@ class LongTailMethod(pl.LightningModule):
         self.probe = OnlineLinearProbe(self.feat_dim, num_classes, lr=probe_lr) if self.uses_online_probe else None
         self.last_eval: dict[str, dict[str, Any]] = {}
         self._eval_finite: dict[str, torch.Tensor] = {}  # per stage: were all evaluation logits finite
+        #: 0/1 per sample of the current training batch, 0 for the distributed sampler's padded
+        #: repeats (they train: every rank needs a batch; per-class state that one process would
+        #: not see leaves them out: ProCo's vMF counts, TSC's centroids); None: no padding
+        self.padding_weight: torch.Tensor | None = None
 
     # ----- hooks for method files ----------------------------------------------------------
     def upgrade_state(self, state: dict[str, Any], prefix: str) -> None:
@@ -185,6 +189,9 @@ class LongTailMethod(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         index, views, target = batch
         self._check_views(len(views), f"a training batch has {len(views)} views")
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        pad = getattr(dm, "train_padding_weight", None)
+        self.padding_weight = pad(batch_idx, len(target), target.device) if pad is not None else None
         out = self.training_loss(index, views, target)
         loss = out["loss"]
         bs = target.shape[0]

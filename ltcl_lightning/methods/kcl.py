@@ -128,5 +128,5 @@ class TSC(KCL):
         self.assigner = TargetAssignment(num_classes, self.queue.dim, target_repeats, target_steps, target_seed)
 
     def targets_for(self, q, target):
-        self.assigner.update(q.detach(), target)  # centroids from all ranks, then the matching
+        self.assigner.update(q.detach(), target, weight=self.padding_weight)  # centroids from all ranks, then the matching
         return self.assigner.targets, self.assigner.positive_mask(target)

@@ -62,17 +62,9 @@ class ProCo(TwoBranchMethod):
         return list(super().configure_callbacks()) + self.callbacks_unless_listed(VMFEstimation())
 
     # ----- loss ----------------------------------------------------------------------------------
-    def training_step(self, batch, batch_idx):
-        # under DDP the last batch of an epoch can hold the sampler's padded repeats: they train
-        # (every rank needs a batch) but do not enter the vMF counts, as in one process
-        dm = self.trainer.datamodule if self._trainer is not None else None
-        pad = getattr(dm, "train_padding_weight", None)
-        self._padding_weight = pad(batch_idx, len(batch[2]), batch[2].device) if pad is not None else None
-        return super().training_step(batch, batch_idx)
-
     def view_loss(self, z: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Update the estimators with this view (all ranks), then its LA-CE over the vMF logits."""
-        self.estimator.update(z, target, weight=getattr(self, "_padding_weight", None))
+        self.estimator.update(z, target, weight=self.padding_weight)  # the sampler's padding left out
         ell = proco_logits(z, self.estimator.kappa(), self.estimator.mean_direction(), self.temperature)
         return logit_adjusted_cross_entropy(ell, target, self.class_prior, self.logit_adjust_tau), ell
 

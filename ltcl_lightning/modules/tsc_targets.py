@@ -96,13 +96,15 @@ class TargetAssignment(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
-    def update(self, q: torch.Tensor, labels: torch.Tensor, gather: bool = True) -> None:
-        """EMA of the normalised class means of ``q`` (all ranks), then the optimal matching."""
+    def update(self, q: torch.Tensor, labels: torch.Tensor, gather: bool = True, weight: torch.Tensor | None = None) -> None:
+        """EMA of the normalised class means of ``q`` (all ranks), then the optimal matching.
+        ``weight`` (N,) 0/1 drops rows (the distributed sampler's padded repeats)."""
         q, labels = q.detach(), labels.detach().long()
-        if gather and dist.is_distributed():  # one collective: the labels ride along as an exact float64 column
-            packed = dist.gather(torch.cat([q.to(torch.float64), labels.to(torch.float64)[:, None]], 1))
-            q, labels = packed[:, :-1], packed[:, -1].long()
-        sums, counts = class_sums(q, labels, self.num_classes)
+        w = torch.ones_like(labels, dtype=torch.float64) if weight is None else weight.detach().to(torch.float64)
+        if gather and dist.is_distributed():  # one collective: labels and weights ride along as exact float64 columns
+            packed = dist.gather(torch.cat([q.to(torch.float64), labels.to(torch.float64)[:, None], w[:, None]], 1))
+            q, labels, w = packed[:, :-2], packed[:, -2].long(), packed[:, -1]
+        sums, counts = class_sums(q, labels, self.num_classes, w)
         present = counts > 0
         batch_means = F.normalize(sums, dim=1).to(self.centroids.dtype)
         moved = F.normalize(self.momentum * self.centroids + (1 - self.momentum) * batch_means, dim=1)

@@ -83,3 +83,17 @@ def test_targets_are_generated_once_at_first_use_and_never_for_a_loaded_state(mo
     b = TargetAssignment(4, 6, steps=20, seed=7)
     b.load_state_dict(state)  # a resume, probe or export: the checkpoint's targets, nothing generated
     assert torch.equal(b.targets, state["targets"]) and len(calls) == 1
+
+
+def test_a_weight_zero_row_leaves_the_centroids_as_without_it():
+    # the distributed sampler's padded repeat (weight 0) must not move a class centroid, as in one process
+    g = torch.Generator().manual_seed(4)
+    q = F.normalize(torch.randn(6, 6, generator=g), dim=1)
+    y = torch.tensor([0, 1, 1, 2, 3, 1])
+    a, b = TargetAssignment(4, 6, steps=5, seed=1), TargetAssignment(4, 6, steps=5, seed=1)
+    a.update(q, y, weight=torch.tensor([1.0, 1, 1, 1, 1, 0]))
+    b.update(q[:5], y[:5])
+    torch.testing.assert_close(a.centroids, b.centroids, rtol=0, atol=1e-7)
+    c = TargetAssignment(4, 6, steps=5, seed=1)
+    c.update(q, y)
+    assert not torch.allclose(c.centroids[1], b.centroids[1], atol=1e-4)  # the row counts when weighted 1

@@ -77,9 +77,7 @@ class KCL(LongTailMethod):
     def training_loss(self, index, views, target):
         h = self.backbone(views[0])
         q = F.normalize(self.projector(h), dim=1)
-        with torch.no_grad():
-            self.key_encoder.update([self.backbone, self.projector], self.ema_momentum)
-            k = F.normalize(self.key_encoder(views[1])[-1], dim=1)
+        k = self.key_encoder.keys([self.backbone, self.projector], self.ema_momentum, views[1])
         targets, target_positive = self.targets_for(q, target)
         queue_keys, queue_labels = self.queue.contents()
         loss_class, loss_target = kcl_loss(

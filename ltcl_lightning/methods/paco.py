@@ -162,9 +162,7 @@ class PaCo(_ParametricContrastive):
     def encode(self, views):
         h = self.backbone(views[0])
         q = self.project(h)
-        with torch.no_grad():  # MoCo: update the key encoder, then encode the keys
-            self.key_encoder.update([self.backbone, self.projector], self.momentum())
-            k = F.normalize(self.key_encoder(views[1])[-1], dim=1)
+        k = self.key_encoder.keys([self.backbone, self.projector], self.momentum(), views[1])
         return q, k, self.classifier(h), h
 
 

@@ -91,6 +91,13 @@ class MomentumEncoder(nn.Module):
             for q, k in zip(p_q, p_k):
                 k.mul_(momentum).add_(q.detach(), alpha=1.0 - momentum)
 
+    @torch.no_grad()
+    def keys(self, online: Sequence[nn.Module], momentum: float, x: torch.Tensor) -> torch.Tensor:
+        """MoCo's key step: :meth:`update` from ``online``, then the L2-normalised output of the
+        last stage for ``x`` (no gradient)."""
+        self.update(online, momentum)
+        return torch.nn.functional.normalize(self(x)[-1], dim=1)
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The output of every stage (e.g. ``[backbone features, projection]``)."""
         outs = []

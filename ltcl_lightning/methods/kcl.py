@@ -125,6 +125,12 @@ class TSC(KCL):
         self.target_weight = target_weight
         self.assigner = TargetAssignment(num_classes, self.queue.dim, target_repeats, target_steps, target_seed)
 
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        # the targets of a run from scratch, made before the first step (after a checkpoint's
+        # restore, which brings its own): outside a compiled training_loss, its time not in step 1
+        _ = self.assigner.targets
+
     def targets_for(self, q, target):
         self.assigner.update(q.detach(), target, weight=self.padding_weight)  # centroids from all ranks, then the matching
         return self.assigner.targets, self.assigner.positive_mask(target)

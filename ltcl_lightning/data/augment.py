@@ -141,10 +141,10 @@ class SimCLRAugment(Augmentation):
         return self.after_crop(B.resized_crop(x, top, left, ch, cw, size, self.interpolation), generator)
 
     def batched_list(self, images: list[torch.Tensor], generator: torch.Generator, host: torch.Generator, size: int) -> torch.Tensor:
-        boxes = []
-        for im in images:
-            params = B.random_resized_crop_params(host, 1, im.shape[-2], im.shape[-1], self.scale, self.ratio)
-            boxes.append((int(params[0][0]), int(params[1][0]), int(params[2][0]), int(params[3][0])))
+        # every image's box in one draw on the host (the sizes are host integers: no device read)
+        hs, ws = torch.tensor([[im.shape[-2], im.shape[-1]] for im in images]).unbind(1)
+        params = B.random_resized_crop_params(host, len(images), hs, ws, self.scale, self.ratio)
+        boxes = list(zip(*(p.tolist() for p in params)))
         return self.after_crop(crop_each(images, boxes, size, self.interpolation), generator)
 
     def after_crop(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

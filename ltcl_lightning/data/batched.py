@@ -107,40 +107,42 @@ def resized_crop(
 
 
 def random_resized_crop_params(
-    generator: torch.Generator, n: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], attempts: int = 10
+    generator: torch.Generator,
+    n: int,
+    height: int | torch.Tensor,
+    width: int | torch.Tensor,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    attempts: int = 10,
 ):
     """torchvision's ``RandomResizedCrop.get_params`` for ``n`` images at once: ``attempts``
     tries of (area ~ U(scale) * H * W, log-aspect ~ U(log ratio)); the first try that fits
-    wins, else the centre crop of the clamped aspect ratio. Returns long tensors (top, left,
-    height, width) of shape (n,)."""
+    wins, else the centre crop of the clamped aspect ratio. ``height`` / ``width``: one size for
+    all, or (n,) integer tensors on the generator's device (images of different sizes). Returns
+    long tensors (top, left, height, width) of shape (n,)."""
     dev = generator.device
-    area = float(height * width)
+    hgt = torch.as_tensor(height, dtype=torch.float64, device=dev).expand(n)
+    wid = torch.as_tensor(width, dtype=torch.float64, device=dev).expand(n)
     u = torch.rand(n, attempts, 4, generator=generator, device=dev, dtype=torch.float64)
-    target = area * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    target = (hgt * wid)[:, None] * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
     lo, hi = math.log(ratio[0]), math.log(ratio[1])
     aspect = torch.exp(lo + (hi - lo) * u[..., 1])
     w = torch.sqrt(target * aspect).round().long()
     h = torch.sqrt(target / aspect).round().long()
-    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    ok = (w > 0) & (w <= wid[:, None]) & (h > 0) & (h <= hgt[:, None])
     first = torch.argmax(ok.int(), dim=1, keepdim=True)  # index of the first True (0 if none)
     any_ok = ok.any(1)
     w_t, h_t = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0]
-    i_t = (u[..., 2].gather(1, first)[:, 0] * (height - h_t + 1)).floor().long()
-    j_t = (u[..., 3].gather(1, first)[:, 0] * (width - w_t + 1)).floor().long()
-    # fallback: centre crop (computed on the host: it depends only on the image size)
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        fw, fh = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        fh, fw = height, int(round(height * max(ratio)))
-    else:
-        fw, fh = width, height
-    fi, fj = (height - fh) // 2, (width - fw) // 2
-
-    def pick(a: torch.Tensor, b: int) -> torch.Tensor:
-        return torch.where(any_ok, a, torch.full_like(a, b))
-
-    return pick(i_t, fi), pick(j_t, fj), pick(h_t, fh), pick(w_t, fw)
+    i_t = (u[..., 2].gather(1, first)[:, 0] * (hgt - h_t + 1)).floor().long()
+    j_t = (u[..., 3].gather(1, first)[:, 0] * (wid - w_t + 1)).floor().long()
+    # fallback: the centre crop of the aspect ratio clamped to ``ratio`` (round half to even, as
+    # Python's round in torchvision)
+    in_ratio = wid / hgt
+    fw = torch.where(in_ratio > max(ratio), (hgt * max(ratio)).round(), wid)
+    fh = torch.where(in_ratio < min(ratio), (wid / min(ratio)).round(), hgt)
+    fw, fh = fw.long(), fh.long()
+    fi, fj = torch.div(hgt.long() - fh, 2, rounding_mode="floor"), torch.div(wid.long() - fw, 2, rounding_mode="floor")
+    return torch.where(any_ok, i_t, fi), torch.where(any_ok, j_t, fj), torch.where(any_ok, h_t, fh), torch.where(any_ok, w_t, fw)
 
 
 def random_crop_params(generator: torch.Generator, n: int, height: int, width: int, size: int, padding: int):

@@ -318,3 +318,19 @@ def test_device_resident_rejects_plain_callables():
     dm.setup("fit")
     with pytest.raises(TypeError, match="plain callable"):
         dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+
+
+def test_crop_params_of_mixed_sizes_equal_the_one_size_draws():
+    # one draw for images of different sizes (decode='device'): sample i's box is the one the
+    # one-size function gives sample i of the same random numbers; 20 x 300 and 300 x 20 with
+    # scale (0.9, 1) fit no try, so they take the centre-crop fallback
+    sizes = [(50, 80), (300, 200), (17, 17), (20, 300), (300, 20), (50, 80), (224, 224), (20, 300)]
+    hs, ws = torch.tensor(sizes).unbind(1)
+    for scale in ((0.08, 1.0), (0.9, 1.0)):
+        mixed = B.random_resized_crop_params(torch.Generator().manual_seed(3), len(sizes), hs, ws, scale, (3 / 4, 4 / 3))
+        for i, (h, w) in enumerate(sizes):
+            one = B.random_resized_crop_params(torch.Generator().manual_seed(3), len(sizes), h, w, scale, (3 / 4, 4 / 3))
+            assert [int(p[i]) for p in mixed] == [int(p[i]) for p in one], (scale, h, w)
+    # the fallback is torchvision's: 20 x 300 (W / H 15 > 4/3): full height, width round(20 * 4/3) = 27, centred
+    fallback = B.random_resized_crop_params(torch.Generator().manual_seed(3), 1, 20, 300, (0.9, 1.0), (3 / 4, 4 / 3))
+    assert [int(p[0]) for p in fallback] == [0, (300 - 27) // 2, 20, 27]

@@ -27,6 +27,21 @@ def splits_dir() -> Path:
     return SPLITS
 
 
+#: per-class training images of the small CIFAR-10 subset of ``small_split`` (40 images: 3 steps
+#: of 16 / 16 / 8 per epoch); tests import it as ``from conftest import SMALL_COUNTS``
+SMALL_COUNTS = [8, 6, 5, 4, 4, 3, 3, 3, 2, 2]
+
+
+@pytest.fixture(scope="session")
+def small_split(tmp_path_factory, splits_dir) -> str:
+    """A split file (CIFAR-10 train indices, shuffled) of SMALL_COUNTS images per class."""
+    labels = np.load(splits_dir / "cifar10" / "train_labels.npy")
+    idx = np.concatenate([np.flatnonzero(labels == c)[:n] for c, n in enumerate(SMALL_COUNTS)])
+    path = tmp_path_factory.mktemp("split") / "small_D_i.npy"
+    np.save(path, np.random.default_rng(0).permutation(idx).astype(np.int64))
+    return str(path)
+
+
 def write_cifar_archive(root: Path, num_classes: int, train_labels: np.ndarray | None = None, n_test: int = 10000) -> Path:
     """Write ``cifar-10-batches-py/`` or ``cifar-100-python/`` exactly as the official archive
     extracts (pickled dicts with str keys, as Python 2 pickles load with encoding="latin1", uint8 rows of 3072 values). Images are class-coloured

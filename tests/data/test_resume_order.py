@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_COUNTS
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ltcl_lightning.data.samplers import ClassAwareSampler, InstanceSampler, build_sampler
@@ -94,16 +95,7 @@ def test_mid_epoch_resume_sees_exactly_the_remaining_images(tmp_path, sampler, n
 
 
 # ----- BoostedCL: the per-sample memory sees each image once per epoch across the resume --------
-COUNTS = [8, 6, 5, 4, 4, 3, 3, 3, 2, 2]  # 40 training images, 3 steps of 16 / 16 / 8
-
-
-@pytest.fixture(scope="module")
-def small_split(tmp_path_factory, splits_dir) -> str:
-    labels = np.load(splits_dir / "cifar10" / "train_labels.npy")
-    idx = np.concatenate([np.flatnonzero(labels == c)[:n] for c, n in enumerate(COUNTS)])
-    path = tmp_path_factory.mktemp("split") / "small_D_i.npy"
-    np.save(path, np.random.default_rng(0).permutation(idx).astype(np.int64))
-    return str(path)
+COUNTS = SMALL_COUNTS  # 40 training images, 3 steps of 16 / 16 / 8 (the conftest's small_split)
 
 
 def test_boosted_cl_mid_epoch_resume_updates_each_sample_once(cifar10_dir, small_split, tmp_path):

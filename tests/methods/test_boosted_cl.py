@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import SMALL_COUNTS
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ltcl_lightning.data.boosted import BoostedCIFAR10LTDataModule
@@ -21,16 +22,7 @@ from ltcl_lightning.modules.momentum import momentum_weights
 
 REPO = Path(__file__).resolve().parents[2]
 BETA = 0.97
-COUNTS = [8, 6, 5, 4, 4, 3, 3, 3, 2, 2]  # 40 training images, 3 steps of 16 / 16 / 8
-
-
-@pytest.fixture(scope="module")
-def small_split(tmp_path_factory, splits_dir) -> str:
-    labels = np.load(splits_dir / "cifar10" / "train_labels.npy")
-    idx = np.concatenate([np.flatnonzero(labels == c)[:n] for c, n in enumerate(COUNTS)])
-    path = tmp_path_factory.mktemp("split") / "small_D_i.npy"
-    np.save(path, np.random.default_rng(0).permutation(idx).astype(np.int64))
-    return str(path)
+COUNTS = SMALL_COUNTS  # 40 training images, 3 steps of 16 / 16 / 8 (the conftest's small_split)
 
 
 def _dm(cifar10_dir, split, **kw) -> BoostedCIFAR10LTDataModule:

@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_COUNTS
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ltcl_lightning.data.boosted import BoostedCIFAR10LTDataModule
@@ -23,17 +24,8 @@ from ltcl_lightning.methods.boosted_cl import BoostedCL
 from ltcl_lightning.methods.proco import ProCo
 from ltcl_lightning.methods.sdclr import SDCLR
 
-COUNTS = [8, 6, 5, 4, 4, 3, 3, 3, 2, 2]  # 40 training images: 3 steps of 16 / 16 / 8 per epoch
+COUNTS = SMALL_COUNTS  # 40 training images, 3 steps of 16 / 16 / 8 (the conftest's small_split)
 STEPS_PER_EPOCH, EPOCHS = 3, 2
-
-
-@pytest.fixture(scope="module")
-def small_split(tmp_path_factory, splits_dir) -> str:
-    labels = np.load(splits_dir / "cifar10" / "train_labels.npy")
-    idx = np.concatenate([np.flatnonzero(labels == c)[:n] for c, n in enumerate(COUNTS)])
-    path = tmp_path_factory.mktemp("split") / "small.npy"
-    np.save(path, np.random.default_rng(0).permutation(idx).astype(np.int64))
-    return str(path)
 
 
 class DeterministicViews:

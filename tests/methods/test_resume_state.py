@@ -1,7 +1,7 @@
 """Per-epoch state is right after a resume from any checkpoint Lightning writes (issue 11 item 3).
 
 For every stateful method (SDCLR masks, BoostedCL momentum losses and weights, ProCo's vMF
-window) an uninterrupted 2-epoch run records, at every step, the state the step trains with
+window, TSC's key queue, targets, centroids and assignment) an uninterrupted 2-epoch run records, at every step, the state the step trains with
 (the module's state and, for BoostedCL, the weights the loader augments with). Runs resumed from
 a mid-epoch checkpoint, from one written at the last batch of an epoch
 (``ModelCheckpoint(every_n_train_steps)``) and from one written at the epoch end must train
@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from ltcl_lightning.data.boosted import BoostedCIFAR10LTDataModule
 from ltcl_lightning.data.cifar import CIFAR10LTDataModule
 from ltcl_lightning.methods.boosted_cl import BoostedCL
+from ltcl_lightning.methods.kcl import TSC
 from ltcl_lightning.methods.proco import ProCo
 from ltcl_lightning.methods.sdclr import SDCLR
 
@@ -48,6 +49,9 @@ def _setup(method: str, cifar10_dir, split):
         return SDCLR(**common), CIFAR10LTDataModule(**data, train_views=["simclr", "simclr"])
     if method == "boosted_cl":
         return BoostedCL(**common), BoostedCIFAR10LTDataModule(**data, rand_k=1)
+    if method == "tsc":  # the key queue and the class targets / centroids / assignment
+        tsc = TSC(10, backbone="tiny", class_counts=COUNTS, proj_dim=8, queue_size=24, target_steps=5)
+        return tsc, CIFAR10LTDataModule(**data, train_views=["simclr", "simclr"])
     return ProCo(**common), CIFAR10LTDataModule(**data, train_views=["autoaugment_cutout", "simclr", "simclr"])
 
 
@@ -56,6 +60,8 @@ def _state_keys(method: str, key: str) -> bool:
         return key.endswith("prune_mask")
     if method == "boosted_cl":
         return "momentum" in key or "sample_weight" in key
+    if method == "tsc":
+        return key.startswith(("assigner.", "queue.", "key_encoder."))
     return key.startswith("estimator.") and key != "estimator.seed"
 
 
@@ -103,7 +109,7 @@ def _assert_same(got, want, where):
         assert torch.equal(got[1][k], want[1][k]), f"{where}: {k} differs from the uninterrupted run"
 
 
-@pytest.mark.parametrize("method", ["sdclr", "boosted_cl", "proco"])
+@pytest.mark.parametrize("method", ["sdclr", "boosted_cl", "proco", "tsc"])
 def test_state_after_resume_equals_uninterrupted_run(method, cifar10_dir, small_split, tmp_path):
     full = StateInUse(method)
     steps = ModelCheckpoint(dirpath=tmp_path / "st", every_n_train_steps=1, save_top_k=-1, filename="{step}")

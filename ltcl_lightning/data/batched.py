@@ -121,28 +121,46 @@ def random_resized_crop_params(
     all, or (n,) integer tensors on the generator's device (images of different sizes). Returns
     long tensors (top, left, height, width) of shape (n,)."""
     dev = generator.device
-    hgt = torch.as_tensor(height, dtype=torch.float64, device=dev).expand(n)
-    wid = torch.as_tensor(width, dtype=torch.float64, device=dev).expand(n)
+    # one size stays a Python number (no host data copied to the device); sizes per sample are
+    # tensors on the generator's device (the host generator of decode='device')
+    hgt, wid = (height, width) if isinstance(height, int) and isinstance(width, int) else (height.double(), width.double())  # type: ignore[union-attr]
+
+    def col(v):
+        return v[:, None] if torch.is_tensor(v) else v
+
     u = torch.rand(n, attempts, 4, generator=generator, device=dev, dtype=torch.float64)
-    target = (hgt * wid)[:, None] * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    target = col(hgt * wid) * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
     lo, hi = math.log(ratio[0]), math.log(ratio[1])
     aspect = torch.exp(lo + (hi - lo) * u[..., 1])
     w = torch.sqrt(target * aspect).round().long()
     h = torch.sqrt(target / aspect).round().long()
-    ok = (w > 0) & (w <= wid[:, None]) & (h > 0) & (h <= hgt[:, None])
+    ok = (w > 0) & (w <= col(wid)) & (h > 0) & (h <= col(hgt))
     first = torch.argmax(ok.int(), dim=1, keepdim=True)  # index of the first True (0 if none)
     any_ok = ok.any(1)
     w_t, h_t = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0]
     i_t = (u[..., 2].gather(1, first)[:, 0] * (hgt - h_t + 1)).floor().long()
     j_t = (u[..., 3].gather(1, first)[:, 0] * (wid - w_t + 1)).floor().long()
-    # fallback: the centre crop of the aspect ratio clamped to ``ratio`` (round half to even, as
-    # Python's round in torchvision)
-    in_ratio = wid / hgt
-    fw = torch.where(in_ratio > max(ratio), (hgt * max(ratio)).round(), wid)
-    fh = torch.where(in_ratio < min(ratio), (wid / min(ratio)).round(), hgt)
-    fw, fh = fw.long(), fh.long()
-    fi, fj = torch.div(hgt.long() - fh, 2, rounding_mode="floor"), torch.div(wid.long() - fw, 2, rounding_mode="floor")
+    fi, fj, fh, fw = _centre_crop(hgt, wid, ratio)
     return torch.where(any_ok, i_t, fi), torch.where(any_ok, j_t, fj), torch.where(any_ok, h_t, fh), torch.where(any_ok, w_t, fw)
+
+
+def _centre_crop(height, width, ratio: tuple[float, float]):
+    """torchvision's fallback box (top, left, height, width): the centre crop of the aspect ratio
+    clamped to ``ratio``, rounded half to even (Python's round there); for Python numbers or
+    per-sample tensors."""
+    if not torch.is_tensor(height):
+        in_ratio = width / height
+        if in_ratio < min(ratio):
+            fw, fh = width, int(round(width / min(ratio)))
+        elif in_ratio > max(ratio):
+            fh, fw = height, int(round(height * max(ratio)))
+        else:
+            fw, fh = width, height
+        return (height - fh) // 2, (width - fw) // 2, fh, fw
+    per_ratio = width / height
+    tw = torch.where(per_ratio > max(ratio), (height * max(ratio)).round(), width).long()
+    th = torch.where(per_ratio < min(ratio), (width / min(ratio)).round(), height).long()
+    return torch.div(height.long() - th, 2, rounding_mode="floor"), torch.div(width.long() - tw, 2, rounding_mode="floor"), th, tw
 
 
 def random_crop_params(generator: torch.Generator, n: int, height: int, width: int, size: int, padding: int):
